@@ -1,0 +1,110 @@
+"""The ``nsm-forwarder`` console script: ``run``, ``demo`` and the operator client commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Any
+
+from nsm_forwarder.actors.client import add_client_commands
+
+EXIT_CONFIG = 2
+
+
+def add_run_command(sub: Any) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run the forwarder daemon",
+        description="Run the forwarder. Settings come from the config file, then the "
+        "environment (upstream NSM v0 names and NSM_FORWARDER_*), then these flags.",
+    )
+    run.add_argument("--config", help="config file (TOML); default /etc/nsm-forwarder/...")
+    flags: list[tuple[str, str, Any]] = [
+        ("--name", "forwarder name (FORWARDER_NAME)", str),
+        ("--socket", "forwarder gRPC socket (FORWARDER_SOCKET)", str),
+        ("--registrar-socket", "nsmd registrar socket (FORWARDER_REGISTRAR_SOCKET)", str),
+        ("--src-ip", "node IP for remote mechanisms (NSM_FORWARDER_SRC_IP)", str),
+        ("--driver", "data-plane driver", str),
+        ("--workers", "worker processes running the driver", int),
+        ("--state-dir", "state directory", str),
+        ("--health-host", "address of the HTTP probes", str),
+        ("--health-port", "port of the HTTP probes (0 = any free port)", int),
+        ("--log-level", "DEBUG, INFO, WARNING or ERROR", str),
+        ("--mtu", "MTU of local veth pairs", int),
+        ("--reregister-interval", "registration retry interval (e.g. 5s)", str),
+        ("--operation-timeout", "data-plane operation timeout (e.g. 10s)", str),
+    ]
+    for flag, text, kind in flags:
+        run.add_argument(flag, help=text, type=kind, default=None)
+    run.set_defaults(func=cmd_run)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nsm_forwarder.actors.supervisor import Supervisor
+    from nsm_forwarder.config.settings import SettingsError, as_log_dict, load_settings
+
+    names = [
+        *("name", "socket", "registrar_socket", "src_ip", "driver", "workers", "state_dir"),
+        *("health_host", "health_port", "log_level", "mtu", "reregister_interval"),
+        "operation_timeout",
+    ]
+    flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    try:
+        settings = load_settings(flags, config_file=args.config)
+    except SettingsError as exc:
+        print(f"nsm-forwarder: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not settings.insecure:
+        print(
+            "nsm-forwarder: INSECURE=false asks for SPIFFE mTLS, which this forwarder does not "
+            "support yet; set INSECURE=true (and the same on nsmd)",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    setup_logging(settings.log_level)
+    logging.getLogger("nsm_forwarder").info(
+        "config: %s", " ".join(f"{k}={v}" for k, v in as_log_dict(settings).items())
+    )
+    return asyncio.run(Supervisor(settings).run())
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from nsm_forwarder.actors.demo import run_demo
+
+    return run_demo(keep_logs=args.verbose)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nsm-forwarder",
+        description="Network Service Mesh v0 forwarder (kernel data plane).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_run_command(sub)
+    demo = sub.add_parser(
+        "demo", help="connect two pod namespaces through a forwarder and ping (needs root)"
+    )
+    demo.add_argument("-v", "--verbose", action="store_true", help="show the forwarder's log")
+    demo.set_defaults(func=cmd_demo)
+    add_client_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

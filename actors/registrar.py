@@ -1,0 +1,403 @@
+"""Registrar: keeps this forwarder registered with nsmd's forwarder registrar.
+
+Accepts:  start() / stop(unregister, timeout) / wait_registered(timeout) / statistics(), all from
+          the main asyncio loop
+Sends:    RequestForwarderRegistration{forwarder_name, forwarder_socket} and RequestLiveness (read
+          only) to nsmd's ForwarderRegistration service; RequestForwarderUnRegistration{name} on
+          stop(); every state change to the `on_state` callback
+Guarantees: registration is retried until it succeeds, including nsmd's "forwarder with name X
+          already registered" (nsmd drops the old entry once it sees the old MonitorMechanisms
+          stream die); a broken liveness stream (nsmd restart) leads back to waiting for the
+          socket and re-registering; the liveness stream is never written to nor half-closed;
+          stop() is prompt (cancellation does not wait for the next liveness message, unlike
+          upstream, spec §8.1 #25) and sends the unregistration only if this forwarder is
+          registered at that moment, so it never removes another process's entry of the same name
+Threads:  one asyncio task in the forwarder's main loop; `on_state` runs in that loop
+Failure:  gRPC errors and `registered=false` -> one WARNING line, state RETRYING, retry after
+          `retry_interval`; any other exception -> logged with traceback, retried the same way;
+          the loop only ends through stop(); unregistration errors are logged, never raised
+Owns:     its own gRPC channel to the registrar; nothing else
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import grpc
+import grpc.aio
+from nsm_forwarder.proto import forwarderregistrar_pb2, forwarderregistrar_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.1
+"""Seconds between two checks that the registrar socket accepts connections (as upstream)."""
+
+WAIT_LOG_INTERVAL = 60.0
+"""While waiting for the registrar socket, repeat the INFO line at most this often."""
+
+MIN_LIVENESS_DURATION = 1.0
+"""A liveness stream that ends sooner than this after registration is treated as a failure and
+followed by `retry_interval` of sleep, so a misbehaving registrar cannot cause a hot loop."""
+
+
+class RegistrationState(enum.Enum):
+    """RegistrationState - where the Registrar's loop is."""
+
+    WAITING_FOR_SOCKET = "waiting_for_socket"
+    """The registrar socket is missing or refuses connections; polling every 100 ms."""
+    REGISTERING = "registering"
+    """RequestForwarderRegistration is in flight."""
+    REGISTERED = "registered"
+    """nsmd accepted the registration; the liveness stream is open."""
+    RETRYING = "retrying"
+    """The last try failed; sleeping `retry_interval` before the next one."""
+    UNREGISTERED = "unregistered"
+    """stop() sent RequestForwarderUnRegistration and nsmd acknowledged it."""
+    STOPPED = "stopped"
+    """stop() has finished; the Registrar cannot be restarted."""
+
+
+@dataclass(frozen=True)
+class RegistrarStatistics:
+    """RegistrarStatistics - a snapshot of the Registrar, for /metrics and tests."""
+
+    state: RegistrationState
+    registrations: int
+    """Successful registrations since start (2 or more means nsmd was re-joined)."""
+    failures: int
+    """Failed registration tries (errors, `registered=false`, unexpected exceptions)."""
+    last_error: str
+    """Reason of the last failed try or broken liveness stream; "" if none yet."""
+
+
+class RegistrationRefused(Exception):
+    """RegistrationRefused - nsmd answered the registration with `registered=false`."""
+
+
+class Registrar:
+    """Registrar - registers the forwarder with nsmd and keeps the registration alive.
+
+    1. Construct it with the forwarder's name and socket and nsmd's registrar socket.
+    2. `await start()` launches the background loop and returns at once.
+    3. `await wait_registered()` if the caller needs to know nsmd accepted us.
+    4. `await stop()` cancels the loop and unregisters (shutdown phase "unregister", before the
+       gRPC server stops serving).
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        forwarder_socket: str,
+        registrar_socket: str,
+        registrar_socket_type: str = "unix",
+        retry_interval: float = 5.0,
+        rpc_timeout: float = 5.0,
+        on_state: Callable[[RegistrationState], None] | None = None,
+    ) -> None:
+        if registrar_socket_type not in ("unix", "tcp"):
+            raise ValueError(
+                f"registrar_socket_type must be 'unix' or 'tcp', not {registrar_socket_type!r}"
+            )
+        self._name = name
+        self._forwarder_socket = forwarder_socket
+        self._registrar_socket = registrar_socket
+        self._socket_type = registrar_socket_type
+        self._retry_interval = retry_interval
+        self._rpc_timeout = rpc_timeout
+        self._on_state = on_state
+
+        self._state = RegistrationState.WAITING_FOR_SOCKET
+        self._registrations = 0
+        self._failures = 0
+        self._last_error = ""
+        self._task: asyncio.Task[None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._registered_event: asyncio.Event | None = None
+        self._stopped_event: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def state(self) -> RegistrationState:
+        """The current RegistrationState."""
+        return self._state
+
+    def statistics(self) -> RegistrarStatistics:
+        """Return a frozen snapshot of state and counters."""
+        return RegistrarStatistics(
+            state=self._state,
+            registrations=self._registrations,
+            failures=self._failures,
+            last_error=self._last_error,
+        )
+
+    async def start(self) -> None:
+        """Start the registration loop as a task of the running loop; return at once.
+
+        Raises RuntimeError if already started or stopped.
+        """
+        if self._task is not None or self._stop_task is not None:
+            raise RuntimeError("Registrar already started or stopped")
+        self._events()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"registrar[{self._name}]"
+        )
+
+    async def wait_registered(self, timeout: float | None = None) -> None:
+        """Wait until the state is REGISTERED.
+
+        Raises TimeoutError after `timeout` seconds (None waits forever) and RuntimeError if
+        the Registrar is or gets stopped first.
+        """
+        registered, stopped = self._events()
+        if self._state is RegistrationState.REGISTERED:
+            return
+        if stopped.is_set():
+            raise RuntimeError("Registrar stopped before registering")
+        waiters = {
+            asyncio.ensure_future(registered.wait()),
+            asyncio.ensure_future(stopped.wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        if self._state is RegistrationState.REGISTERED:
+            return
+        if stopped.is_set():
+            raise RuntimeError("Registrar stopped before registering")
+        if not done:
+            raise TimeoutError(
+                f"forwarder {self._name!r} not registered with {self._registrar_socket} "
+                f"after {timeout} s (state {self._state.value}, last error: "
+                f"{self._last_error or 'none'})"
+            )
+
+    async def stop(self, unregister: bool = True, timeout: float = 2.0) -> None:
+        """Cancel the loop, then unregister if registered; idempotent.
+
+        The unregistration is sent only when the state is REGISTERED at the time of the call and
+        `unregister` is true. It is bounded by `timeout`; its errors are logged, not raised.
+        Concurrent or repeated calls wait for the first one to finish.
+        """
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(
+                self._stop(unregister, timeout), name=f"registrar-stop[{self._name}]"
+            )
+        await asyncio.shield(self._stop_task)
+
+    # ------------------------------------------------------------------ internals
+
+    def _events(self) -> tuple[asyncio.Event, asyncio.Event]:
+        # Created lazily so the Registrar can be constructed outside a running loop.
+        if self._registered_event is None or self._stopped_event is None:
+            self._registered_event = asyncio.Event()
+            self._stopped_event = asyncio.Event()
+        return self._registered_event, self._stopped_event
+
+    def _set_state(self, state: RegistrationState, *, force: bool = False) -> None:
+        if state is self._state and not force:
+            return
+        self._state = state
+        registered, _ = self._events()
+        if state is RegistrationState.REGISTERED:
+            registered.set()
+        else:
+            registered.clear()
+        if self._on_state is not None:
+            try:
+                self._on_state(state)
+            except Exception:
+                log.exception("registrar: on_state callback failed for state %s", state.value)
+
+    def _fail(self, reason: str) -> None:
+        self._failures += 1
+        self._last_error = reason
+        self._set_state(RegistrationState.RETRYING)
+
+    async def _stop(self, unregister: bool, timeout: float) -> None:
+        was_registered = self._state is RegistrationState.REGISTERED
+        deadline = time.monotonic() + timeout
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                log.warning("registrar: loop did not stop within %.1f s", timeout)
+            elif not task.cancelled() and task.exception() is not None:
+                log.error("registrar: loop had failed", exc_info=task.exception())
+        if unregister and was_registered:
+            await self._unregister(max(deadline - time.monotonic(), 0.1))
+        self._set_state(RegistrationState.STOPPED)
+        self._events()[1].set()
+
+    async def _unregister(self, timeout: float) -> None:
+        request = forwarderregistrar_pb2.ForwarderUnRegistrationRequest(forwarder_name=self._name)
+        try:
+            async with grpc.aio.insecure_channel(self._target()) as channel:
+                stub = forwarderregistrar_pb2_grpc.ForwarderUnRegistrationStub(channel)
+                async with asyncio.timeout(timeout):
+                    reply = await stub.RequestForwarderUnRegistration(request, timeout=timeout)
+        except (grpc.aio.AioRpcError, TimeoutError) as err:
+            log.warning(
+                "registrar: unregistration of forwarder %r from %s failed: %s",
+                self._name, self._registrar_socket, _reason(err),
+            )
+            return
+        except Exception:
+            log.exception("registrar: unregistration of forwarder %r failed", self._name)
+            return
+        if reply.un_registered:
+            log.info("registrar: forwarder %r unregistered from %s",
+                     self._name, self._registrar_socket)
+            self._set_state(RegistrationState.UNREGISTERED)
+        else:
+            log.warning("registrar: nsmd answered un_registered=false for forwarder %r",
+                        self._name)
+
+    def _target(self) -> str:
+        if self._socket_type == "unix":
+            return "unix://" + os.path.abspath(self._registrar_socket)
+        return self._registrar_socket
+
+    async def _socket_accepts(self) -> bool:
+        """Return whether the registrar socket exists and accepts a connection right now."""
+        writer: asyncio.StreamWriter | None = None
+        try:
+            if self._socket_type == "unix":
+                if not os.path.exists(self._registrar_socket):
+                    return False
+                async with asyncio.timeout(1.0):
+                    _, writer = await asyncio.open_unix_connection(self._registrar_socket)
+            else:
+                host, _, port = self._registrar_socket.rpartition(":")
+                async with asyncio.timeout(1.0):
+                    _, writer = await asyncio.open_connection(
+                        host.strip("[]") or "localhost", int(port)
+                    )
+        except (OSError, TimeoutError, ValueError):
+            return False
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        return True
+
+    async def _wait_for_socket(self) -> None:
+        self._set_state(RegistrationState.WAITING_FOR_SOCKET)
+        last_log: float | None = None
+        while not await self._socket_accepts():
+            now = time.monotonic()
+            if last_log is None or now - last_log >= WAIT_LOG_INTERVAL:
+                log.info(
+                    "registrar: waiting for the forwarder registrar socket %s (%s) to accept "
+                    "connections", self._registrar_socket, self._socket_type,
+                )
+                last_log = now
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def _run(self) -> None:
+        self._set_state(self._state, force=True)  # report the initial state once
+        while True:
+            try:
+                await self._wait_for_socket()
+                liveness_ok = await self._register_and_hold()
+            except Exception as err:
+                log.exception("registrar: unexpected error, retrying in %.1f s",
+                              self._retry_interval)
+                self._fail(f"unexpected error: {err!r}")
+                liveness_ok = False
+            if not liveness_ok:
+                await asyncio.sleep(self._retry_interval)
+
+    async def _register_and_hold(self) -> bool:
+        """One try: register, then read the liveness stream until it ends.
+
+        Returns False if the try failed (the caller sleeps `retry_interval`), True if the
+        registration succeeded and its liveness stream later ended after a normal lifetime.
+        """
+        self._set_state(RegistrationState.REGISTERING)
+        request = forwarderregistrar_pb2.ForwarderRegistrationRequest(
+            forwarder_name=self._name, forwarder_socket=self._forwarder_socket
+        )
+        async with grpc.aio.insecure_channel(self._target()) as channel:
+            stub = forwarderregistrar_pb2_grpc.ForwarderRegistrationStub(channel)
+            try:
+                reply = await stub.RequestForwarderRegistration(
+                    request, timeout=self._rpc_timeout, wait_for_ready=True
+                )
+                if not reply.registered:
+                    raise RegistrationRefused("nsmd answered registered=false")
+            except (grpc.aio.AioRpcError, RegistrationRefused) as err:
+                reason = _reason(err)
+                log.warning(
+                    "registrar: registration of forwarder %r at %s failed (%s); retrying in "
+                    "%.1f s", self._name, self._registrar_socket, reason, self._retry_interval,
+                )
+                self._fail(reason)
+                return False
+
+            self._registrations += 1
+            self._set_state(RegistrationState.REGISTERED)
+            log.info(
+                "registrar: forwarder %r registered at %s with socket %s",
+                self._name, self._registrar_socket, self._forwarder_socket,
+            )
+            started = time.monotonic()
+            reason = await self._hold_liveness(stub)
+            self._last_error = reason
+            lifetime = time.monotonic() - started
+            log.warning(
+                "registrar: liveness stream of forwarder %r to %s ended (%s) after %.1f s; "
+                "re-registering", self._name, self._registrar_socket, reason, lifetime,
+            )
+            if lifetime < MIN_LIVENESS_DURATION:
+                self._set_state(RegistrationState.RETRYING)
+                return False
+            self._set_state(RegistrationState.WAITING_FOR_SOCKET)
+            return True
+
+    async def _hold_liveness(
+        self, stub: forwarderregistrar_pb2_grpc.ForwarderRegistrationStub
+    ) -> str:
+        """Read RequestLiveness until it ends; return why it ended.
+
+        The request side is never written to and never half-closed (nsmd never reads it).
+        Cancellation of the enclosing task interrupts the read at once.
+        """
+        call = stub.RequestLiveness()
+        try:
+            while True:
+                try:
+                    message = await call.read()
+                except asyncio.CancelledError:
+                    current = asyncio.current_task()
+                    if current is not None and current.cancelling():
+                        raise  # stop(): propagate
+                    return "liveness call cancelled by gRPC"
+                except grpc.aio.AioRpcError as err:
+                    return _reason(err)
+                if message is grpc.aio.EOF:
+                    return "stream closed by nsmd"
+        finally:
+            call.cancel()
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, grpc.aio.AioRpcError):
+        return f"{err.code().name}: {err.details()}"
+    if isinstance(err, TimeoutError):
+        return "timed out"
+    return str(err) or type(err).__name__

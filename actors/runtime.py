@@ -1,0 +1,102 @@
+"""The small actor runtime every in-process actor uses (pykka threads + an asyncio bridge).
+
+- :class:`BaseActor` is a pykka ThreadingActor whose mailbox carries :class:`Envelope` objects
+  (a :mod:`~nsm_forwarder.actors.messages` message plus an optional reply slot). Subclasses
+  implement ``handle(message) -> reply``.
+- :func:`ask` sends from the asyncio loop and awaits the reply without blocking the loop: the
+  actor thread resolves an asyncio future with ``loop.call_soon_threadsafe`` (never ``await`` a
+  pykka future: it blocks the loop). :func:`ask_blocking` is for other threads.
+- Failure rule: an exception raised by ``handle`` goes to the asker, and the actor carries on.
+  An exception from a ``tell`` (no reply slot) is logged and the actor keeps running too; actors
+  never die from one bad message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import pykka
+from nsm_forwarder.actors.messages import Message
+
+log = logging.getLogger(__name__)
+
+
+class Reply(Protocol):
+    def set_result(self, value: Any) -> None: ...
+
+    def set_exception(self, exc: BaseException) -> None: ...
+
+
+@dataclass(frozen=True)
+class Envelope:
+    message: Message
+    reply: Reply | None = None
+
+
+class AsyncioReply:
+    """Resolves an asyncio future from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def set_result(self, value: Any) -> None:
+        self.loop.call_soon_threadsafe(self._settle, value, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        self.loop.call_soon_threadsafe(self._settle, None, exc)
+
+    def _settle(self, value: Any, exc: BaseException | None) -> None:
+        if self.future.done():
+            return
+        if exc is not None:
+            self.future.set_exception(exc)
+        else:
+            self.future.set_result(value)
+
+
+class BaseActor(pykka.ThreadingActor):
+    """A pykka actor that handles Envelopes; subclasses implement ``handle``."""
+
+    use_daemon_thread = True
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, Envelope):
+            raise TypeError(f"{type(self).__name__} got a non-Envelope message {message!r:.80}")
+        try:
+            result = self.handle(message.message)
+        except Exception as exc:
+            if message.reply is None:
+                log.exception("%s failed on %s", type(self).__name__, message.message.TAG)
+            else:
+                message.reply.set_exception(exc)
+            return None
+        if message.reply is not None:
+            message.reply.set_result(result)
+        return None
+
+    def handle(self, message: Message) -> Any:
+        raise NotImplementedError
+
+
+def tell(ref: pykka.ActorRef[Any], message: Message) -> None:
+    """Fire and forget; raises pykka.ActorDeadError if the actor is gone."""
+    ref.tell(Envelope(message))
+
+
+def ask(ref: pykka.ActorRef[Any], message: Message) -> asyncio.Future[Any]:
+    """From the asyncio loop: a future of the actor's reply (await it)."""
+    reply = AsyncioReply(asyncio.get_running_loop())
+    ref.tell(Envelope(message, reply))
+    return reply.future
+
+
+def ask_blocking(ref: pykka.ActorRef[Any], message: Message, timeout: float | None = None) -> Any:
+    """From a plain thread (not the asyncio loop): wait for the actor's reply."""
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    ref.tell(Envelope(message, future))
+    return future.result(timeout)

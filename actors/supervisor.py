@@ -1,0 +1,230 @@
+"""Supervisor: starts, wires and stops every actor of a running forwarder, in order.
+
+Start-up phases (numbered and timed in the log):
+  1 workers   spawn the worker pool (DriverHost processes) and wait for each to answer
+  2 monitor   start the Monitor actor (cross-connect events)
+  3 grpc      clean a stale socket, listen on FORWARDER_SOCKET, serve the API + health service
+  4 health    HTTP probes on the health port
+  5 register  start the Registrar (registration with nsmd runs in the background)
+Shutdown (SIGTERM / SIGINT), in reverse: unregister from nsmd, stop serving (monitor streams
+end), remove the socket, stop actors, stop workers, stop probes; exit code 0.
+
+A worker that dies is replaced by the pool at once (see workers.py); the Supervisor reports the
+restarts. Cross-connects are left in place at shutdown: they belong to the pods, not to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import stat
+import time
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from nsm_forwarder.actors.frontend import (
+    Connections,
+    CrossConnectMonitorService,
+    ForwarderService,
+    MechanismsService,
+    mechanism_update,
+)
+from nsm_forwarder.actors.health import Health
+from nsm_forwarder.actors.monitor import MonitorActor
+from nsm_forwarder.actors.registrar import Registrar
+from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.config.settings import Settings
+from nsm_forwarder.drivers.registry import driver_info
+from nsm_forwarder.proto import crossconnect_pb2_grpc, forwarder_pb2_grpc
+
+log = logging.getLogger("nsm_forwarder.supervisor")
+
+SERVICES = (
+    "forwarder.Forwarder",
+    "forwarder.MechanismsMonitor",
+    "crossconnect.MonitorCrossConnect",
+)
+PHASES = ("workers", "monitor", "grpc", "health", "register")
+
+
+class StartupError(Exception):
+    """A start-up phase failed; the message says which and why."""
+
+
+def grpc_address(socket_type: str, address: str) -> str:
+    if socket_type == "unix":
+        return "unix://" + os.path.abspath(address)
+    return address
+
+
+def clean_socket(path: str) -> None:
+    """Remove a stale unix socket at ``path``; refuse to remove anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise StartupError(f"FORWARDER_SOCKET {path} exists and is not a socket; not removing it")
+    os.unlink(path)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started = time.monotonic()
+        self.stopping = asyncio.Event()
+        self.pool: WorkerPool | None = None
+        self.monitor: Any = None
+        self.connections: Connections | None = None
+        self.server: grpc.aio.Server | None = None
+        self.grpc_health: Any = None
+        self.health = Health(settings.health_host, settings.health_port)
+        self.registrar: Registrar | None = None
+        self._socket_path: str | None = None
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def _phase(self, number: int, name: str, coro: Any) -> None:
+        start = time.monotonic()
+        log.info(
+            "phase %d/%d %s: start (t+%d ms)",
+            number,
+            len(PHASES),
+            name,
+            (start - self.started) * 1000,
+        )
+        await coro
+        log.info(
+            "phase %d/%d %s: done in %.0f ms",
+            number,
+            len(PHASES),
+            name,
+            (time.monotonic() - start) * 1000,
+        )
+
+    async def start(self) -> None:
+        s = self.settings
+        log.info("starting %s (driver %s, %d workers)", s.name, s.driver, s.workers)
+        await self._phase(1, "workers", self._start_workers())
+        await self._phase(2, "monitor", self._start_monitor())
+        await self._phase(3, "grpc", self._start_grpc())
+        await self._phase(4, "health", self._start_health())
+        await self._phase(5, "register", self._start_registrar())
+        log.info("startup completed in %.0f ms", (time.monotonic() - self.started) * 1000)
+
+    async def _start_workers(self) -> None:
+        s = self.settings
+        self.pool = WorkerPool(
+            s.workers,
+            s.driver,
+            timeout=s.operation_timeout.total_seconds(),
+            log_level=s.log_level,
+        )
+        await asyncio.to_thread(self.pool.start)
+        self.health.set_goal("workers")
+
+    async def _start_monitor(self) -> None:
+        self.xcon_monitor = CrossConnectMonitorService(self.stopping)
+        self.monitor = MonitorActor.start(self.xcon_monitor.deliver)
+        self.xcon_monitor.attach(self.monitor)
+
+    async def _start_grpc(self) -> None:
+        s = self.settings
+        assert self.pool is not None
+        info = driver_info(s.driver)
+        self.connections = Connections(self.pool, self.monitor, s.mtu)
+        server = grpc.aio.server()
+        forwarder_pb2_grpc.add_ForwarderServicer_to_server(
+            ForwarderService(self.connections), server
+        )
+        update = mechanism_update(info.local_mechanisms, info.remote_mechanisms, str(s.src_ip))
+        forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(
+            MechanismsService(update, self.stopping), server
+        )
+        crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(self.xcon_monitor, server)
+        self.grpc_health = grpc_health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, server)
+        if s.socket_type == "unix":
+            clean_socket(s.socket)
+            self._socket_path = os.path.abspath(s.socket)
+        address = grpc_address(s.socket_type, s.socket)
+        try:
+            server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {address}: {exc}") from None
+        self.health.set_goal("socket_listening")
+        await server.start()
+        self.server = server
+        for name in ("", *SERVICES):
+            await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set_goal("serving")
+        log.info("serving the forwarder API on %s", address)
+
+    async def _start_health(self) -> None:
+        await self.health.start()
+
+    async def _start_registrar(self) -> None:
+        s = self.settings
+        socket_for_nsmd = self._socket_path or s.socket
+        self.registrar = Registrar(
+            name=s.name,
+            forwarder_socket=socket_for_nsmd,
+            registrar_socket=s.registrar_socket,
+            registrar_socket_type=s.registrar_socket_type,
+            retry_interval=s.reregister_interval.total_seconds(),
+            rpc_timeout=s.registrar_timeout.total_seconds(),
+        )
+        await self.registrar.start()
+        self.health.set_goal("registration")
+
+    # --- run and shutdown ----------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            try:
+                await self.start()
+            except StartupError as exc:
+                log.error("start-up failed: %s", exc)
+                return 1
+            await self.stopping.wait()
+            return 0
+        finally:
+            await self.shutdown()
+
+    def _on_signal(self, sig: int) -> None:
+        log.info("received %s; shutting down", signal.Signals(sig).name)
+        self.stopping.set()
+
+    async def shutdown(self) -> None:
+        self.stopping.set()
+        start = time.monotonic()
+        if self.registrar is not None:
+            await self.registrar.stop(unregister=True)
+            log.info("shutdown 1/5: registration withdrawn")
+        if self.server is not None:
+            if self.grpc_health is not None:
+                await self.grpc_health.enter_graceful_shutdown()
+            await self.server.stop(grace=1.0)
+            log.info("shutdown 2/5: stopped serving")
+        if self._socket_path and os.path.exists(self._socket_path):
+            os.unlink(self._socket_path)
+        log.info("shutdown 3/5: socket removed")
+        if self.connections is not None:
+            self.connections.stop()
+        if self.monitor is not None:
+            self.monitor.stop(block=False)
+        log.info("shutdown 4/5: actors stopped")
+        if self.pool is not None:
+            await asyncio.to_thread(self.pool.stop)
+        await self.health.stop()
+        log.info(
+            "shutdown 5/5: workers stopped; done in %.0f ms", (time.monotonic() - start) * 1000
+        )

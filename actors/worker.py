@@ -1,0 +1,110 @@
+"""DriverHost: the worker process that runs the data-plane driver.
+
+Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), methods
+          ``apply(plan)``, ``remove(applied)``, ``observe()``, ``ping()``.
+Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
+Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
+          forwarder runs in a process like this one, never in the gRPC process.
+Failure:  a driver error becomes an error reply (code, message, retriable); any other exception
+          becomes INTERNAL and is logged with its traceback; the process keeps serving. It exits
+          on EOF (the parent went away) and dies with the parent (PR_SET_PDEATHSIG).
+
+Started by :mod:`nsm_forwarder.actors.workers` as
+``python -m nsm_forwarder.actors.worker --fd N --driver kernel --index I``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import signal
+import socket
+import sys
+from typing import Any
+
+from nsm_forwarder.actors.messages import Decoder, Message, WorkerCall, WorkerReply, pack
+from nsm_forwarder.drivers.base import Driver
+from nsm_forwarder.drivers.errors import DriverError, ForwarderError
+from nsm_forwarder.drivers.registry import load_driver
+
+log = logging.getLogger("nsm_forwarder.worker")
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL us when the parent dies (backstop against orphans)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
+    """Run one call against the driver and build its reply (never raises)."""
+    try:
+        result: Any
+        if call.method == "apply":
+            result = driver.apply(call.args[0])
+        elif call.method == "remove":
+            driver.remove(call.args[0])
+            result = None
+        elif call.method == "observe":
+            result = driver.observe()
+        elif call.method == "ping":
+            result = "pong"
+        else:
+            raise DriverError(f"unknown worker method {call.method!r}")
+    except ForwarderError as exc:
+        log.debug("call %s %s failed: %s", call.corr, call.method, exc)
+        return WorkerReply(corr=call.corr, ok=False, error=exc.to_wire())
+    except Exception as exc:
+        log.exception("call %s %s crashed", call.corr, call.method)
+        err = DriverError(f"{call.method}: {type(exc).__name__}: {exc}")
+        return WorkerReply(corr=call.corr, ok=False, error=err.to_wire())
+    return WorkerReply(corr=call.corr, ok=True, result=result)
+
+
+def serve(sock: socket.socket, driver: Driver) -> None:
+    decoder = Decoder()
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        for msg in decoder.feed(data):
+            sock.sendall(pack(_reply_to(driver, msg)))
+
+
+def _reply_to(driver: Driver, msg: Message) -> WorkerReply:
+    if not isinstance(msg, WorkerCall):
+        err = DriverError(f"worker expected a WorkerCall, got {msg.TAG}")
+        return WorkerReply(corr=-1, ok=False, error=err.to_wire())
+    return dispatch(driver, msg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="nsm-forwarder-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--driver", default="kernel")
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
+    )
+    sock = socket.socket(fileno=args.fd)
+    driver = load_driver(args.driver)
+    try:
+        serve(sock, driver)
+    except (ConnectionResetError, BrokenPipeError):
+        pass
+    finally:
+        sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The worker pool: N DriverHost processes and the links to them (parent side).
+
+Accepts:  ``call(method, *args, timeout)`` from any thread (ConnectionActors call it).
+Sends:    WorkerCall to the least busy live worker; waits for its WorkerReply.
+Guarantees: calls on one worker are answered in order; a worker that dies (crash, SIGKILL) is
+          replaced at once and every call it held fails with :class:`WorkerLost` (retriable,
+          UNAVAILABLE); a worker that does not answer within the timeout is killed and replaced
+          and the call fails with :class:`OperationTimeout` (DEADLINE_EXCEEDED).
+Threads:  one receive thread per worker resolves futures; senders hold a per-worker lock.
+Processes: spawned (never forked) with ``process_group=0`` and a socketpair; they die with us.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nsm_forwarder.actors.messages import Decoder, WorkerCall, WorkerReply, pack
+from nsm_forwarder.drivers.errors import ForwarderError, OperationTimeout, WorkerLost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerStatistics:
+    index: int
+    pid: int
+    alive: bool
+    in_flight: int
+    calls: int
+
+
+class WorkerProcess:
+    """One DriverHost process and its socket; created by the pool."""
+
+    def __init__(self, index: int, driver: str, log_level: str, on_exit: Any) -> None:
+        self.index = index
+        self._on_exit = on_exit
+        self._pending: dict[int, concurrent.futures.Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._corr = itertools.count(1)
+        self.calls = 0
+        self.alive = True
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "nsm_forwarder.actors.worker",
+                    "--fd",
+                    str(child.fileno()),
+                    "--driver",
+                    driver,
+                    "--index",
+                    str(index),
+                    "--log-level",
+                    log_level,
+                ],
+                pass_fds=[child.fileno()],
+                process_group=0,
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        self.sock = parent
+        self._rx = threading.Thread(target=self._receive, name=f"worker-{index}-rx", daemon=True)
+        self._rx.start()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    def submit(self, method: str, args: list[Any]) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        with self._lock:
+            if not self.alive:
+                raise WorkerLost(f"worker {self.index} is not running")
+            corr = next(self._corr)
+            self._pending[corr] = future
+            self.calls += 1
+            try:
+                self.sock.sendall(pack(WorkerCall(corr=corr, method=method, args=args)))
+            except OSError as exc:
+                self._pending.pop(corr, None)
+                raise WorkerLost(f"worker {self.index}: send failed: {exc}") from None
+        return future
+
+    def _receive(self) -> None:
+        decoder = Decoder()
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    break
+                for msg in decoder.feed(data):
+                    if isinstance(msg, WorkerReply):
+                        self._resolve(msg)
+        except OSError:
+            pass
+        finally:
+            self._lost()
+
+    def _resolve(self, reply: WorkerReply) -> None:
+        with self._lock:
+            future = self._pending.pop(reply.corr, None)
+        if future is None or future.done():
+            return
+        if reply.ok:
+            future.set_result(reply.result)
+        else:
+            future.set_exception(ForwarderError.from_wire(reply.error or {}))
+
+    def _lost(self) -> None:
+        with self._lock:
+            was_alive, self.alive = self.alive, False
+            pending, self._pending = self._pending, {}
+        code = self.proc.wait()
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(
+                    WorkerLost(f"worker {self.index} (pid {self.pid}) exited with {code}")
+                )
+        self.sock.close()
+        if was_alive:
+            self._on_exit(self, code)
+
+    def kill(self) -> None:
+        """SIGKILL the process; the receive thread then reports it lost."""
+        try:
+            self.proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Orderly stop: close our end (the worker exits on EOF), kill if it lingers."""
+        with self._lock:
+            self.alive = False
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            self.proc.wait()
+        self._rx.join(timeout)
+
+    def statistics(self) -> WorkerStatistics:
+        return WorkerStatistics(self.index, self.pid, self.alive, self.in_flight, self.calls)
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    size: int
+    alive: int
+    restarts: int
+    workers: tuple[WorkerStatistics, ...]
+
+
+class WorkerPool:
+    """``size`` worker processes running ``driver``; replaces any that die."""
+
+    def __init__(
+        self, size: int, driver: str, *, timeout: float = 10.0, log_level: str = "INFO"
+    ) -> None:
+        if size < 1:
+            raise ValueError("a worker pool needs at least one worker")
+        self.size = size
+        self.driver = driver
+        self.timeout = timeout
+        self.log_level = log_level
+        self.restarts = 0
+        self._workers: list[WorkerProcess] = []
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._stopping = False
+
+    def start(self, wait: float = 30.0) -> None:
+        """Spawn every worker and wait until each answers a ping."""
+        with self._lock:
+            self._workers = [self._spawn(i) for i in range(self.size)]
+        deadline = time.monotonic() + wait
+        for worker in list(self._workers):
+            worker.submit("ping", []).result(max(0.1, deadline - time.monotonic()))
+
+    def _spawn(self, index: int) -> WorkerProcess:
+        worker = WorkerProcess(index, self.driver, self.log_level, self._exited)
+        log.debug("worker %d started (pid %d)", index, worker.pid)
+        return worker
+
+    def _exited(self, worker: WorkerProcess, code: int) -> None:
+        with self._lock:
+            if self._stopping or worker not in self._workers:
+                return
+            self.restarts += 1
+            log.warning(
+                "worker %d (pid %d) exited with %s; starting a replacement",
+                worker.index,
+                worker.pid,
+                code,
+            )
+            replacement = self._spawn(worker.index)
+            self._workers[self._workers.index(worker)] = replacement
+            self._changed.notify_all()
+
+    def _pick(self, deadline: float) -> WorkerProcess:
+        with self._lock:
+            while True:
+                if self._stopping:
+                    raise WorkerLost("the worker pool is stopping")
+                live = [w for w in self._workers if w.alive]
+                if live:
+                    return min(live, key=lambda w: w.in_flight)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WorkerLost("no worker process is running")
+                self._changed.wait(left)
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """Run a driver method in a worker and return its result (raises ForwarderError)."""
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        worker = self._pick(deadline)
+        future = worker.submit(method, list(args))
+        try:
+            return future.result(max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            log.error(
+                "worker %d (pid %d) did not finish %s within %.1f s; killing it",
+                worker.index,
+                worker.pid,
+                method,
+                timeout,
+            )
+            worker.kill()
+            raise OperationTimeout(
+                f"{method} did not finish within {timeout:.1f} s (worker {worker.index} killed)"
+            ) from None
+
+    def workers(self) -> list[WorkerProcess]:
+        with self._lock:
+            return list(self._workers)
+
+    def statistics(self) -> PoolStatistics:
+        workers = tuple(w.statistics() for w in self.workers())
+        return PoolStatistics(self.size, sum(w.alive for w in workers), self.restarts, workers)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            workers = list(self._workers)
+            self._changed.notify_all()
+        for worker in workers:
+            worker.stop()
+
+
+def pids(pool: WorkerPool) -> list[int]:
+    """PIDs of the pool's live workers (for operators and tests)."""
+    return [w.pid for w in pool.workers() if w.alive and os.path.exists(f"/proc/{w.pid}")]

@@ -1,0 +1,74 @@
+"""The driver contract: what a data-plane driver does, in plain msgpack-able dicts.
+
+A driver runs inside a worker process (never in the gRPC process). The parent sends it *plans*
+built by :mod:`nsm_forwarder.drivers.plan` and keeps the *applied* records it returns, so a later
+``remove`` needs nothing but that record.
+
+Plan of a local cross-connect (``kind == "local"``)::
+
+    {"id": str, "kind": "local", "mtu": int,
+     "src": End, "dst": End}
+    End = {"inode": int,            # netns inode of the pod
+           "name": str,             # interface name wanted in the pod (<= 15 bytes)
+           "addr": str,             # "addr/len" or "" (no address)
+           "routes": [{"prefix": "net/len", "gateway": "ip" or ""}],
+           "neighbors": [{"ip": str, "mac": str}]}
+
+Applied record::
+
+    {"id": str, "kind": "local",
+     "src": {"inode": int, "name": str, "ifindex": int},
+     "dst": {"inode": int, "name": str, "ifindex": int}}
+
+Every interface a driver creates is tagged with the alias ``nsm:<id>:<side>`` (see :func:`tag`)
+and the interface group :data:`TAG_GROUP`, so ``observe`` finds it in any namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Plan = dict[str, Any]
+Applied = dict[str, Any]
+
+#: IFLA_GROUP given to every interface we create ("nsm" in ASCII).
+TAG_GROUP = 0x6E736D
+#: Prefix of the interface alias of every interface we create.
+TAG_PREFIX = "nsm:"
+
+
+def tag(xcon_id: str, side: str) -> str:
+    """The alias that marks an interface as end ``side`` of cross-connect ``xcon_id``."""
+    return f"{TAG_PREFIX}{xcon_id}:{side}"
+
+
+def parse_tag(alias: str | None) -> tuple[str, str] | None:
+    """(xcon id, side) of one of our aliases, or None for anyone else's interface."""
+    if not alias or not alias.startswith(TAG_PREFIX):
+        return None
+    body = alias[len(TAG_PREFIX) :]
+    xcon_id, sep, side = body.rpartition(":")
+    if not sep or not xcon_id:
+        return None
+    return xcon_id, side
+
+
+class Driver(Protocol):
+    """What every driver implements. All methods run in a worker process.
+
+    - ``apply(plan)``: build the plan; each step records its undo and a failure unwinds every
+      step done before it, then raises a :class:`~nsm_forwarder.drivers.errors.ForwarderError`.
+      Returns the applied record.
+    - ``remove(applied)``: idempotent; removes only interfaces carrying our tag for that id;
+      missing interfaces or namespaces are not errors.
+    - ``observe()``: every tagged interface that really exists, in every namespace, as
+      ``{"id", "side", "inode", "name", "ifindex"}`` dicts (reads the kernel, never a cache).
+    """
+
+    name: str
+
+    def apply(self, plan: Plan) -> Applied: ...
+
+    def remove(self, applied: Applied) -> None: ...
+
+    def observe(self) -> list[dict[str, Any]]: ...

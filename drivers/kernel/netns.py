@@ -1,0 +1,199 @@
+"""Network namespaces by inode, and netlink sockets inside them without forking.
+
+A pod's network namespace is named by its nsfs inode (what ``stat /proc/<pid>/ns/net`` reports).
+:func:`open_netns` finds a path to it - a bind mount under ``/var/run/netns`` or a process's
+``/proc/<pid>/ns/net`` - and returns an fd that pins the namespace while it is held.
+
+:func:`iproute_in` gives a pyroute2 ``IPRoute`` whose netlink socket lives in another namespace.
+pyroute2's own ``IPRoute(netns=...)`` forks a helper process; instead a short-lived thread enters
+the namespace with ``setns()``, opens the socket and exits. A socket stays in the namespace it was
+created in, and ``setns()`` only affects the calling thread, so neither the caller's thread nor
+the process ever changes namespace.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nsm_forwarder.drivers.errors import DriverError, NotFound
+
+#: Where ``ip netns add`` (and pyroute2's ``netns.create``) bind-mount named namespaces.
+NETNS_RUN_DIR = "/var/run/netns"
+PROC_DIR = "/proc"
+CLONE_NEWNET = 0x40000000
+NETLINK_ROUTE = 0
+
+_libc: ctypes.CDLL | None = None
+
+
+def _setns(fd: int, nstype: int) -> None:
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, nstype) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, f"setns: {os.strerror(code)}")
+
+
+def _nsfs_dev() -> int:
+    """st_dev shared by every namespace file (nsfs); tells them apart from stray regular files."""
+    return os.stat("/proc/self/ns/net").st_dev
+
+
+def current_netns_inode() -> int:
+    """Inode of the network namespace of the calling *thread*."""
+    return os.stat("/proc/thread-self/ns/net").st_ino
+
+
+def _candidate_paths() -> Iterator[str]:
+    """Paths that may name a network namespace: named ones first, then one per process."""
+    try:
+        with os.scandir(NETNS_RUN_DIR) as it:
+            names = sorted(entry.name for entry in it)
+    except OSError:
+        names = []
+    for name in names:
+        yield os.path.join(NETNS_RUN_DIR, name)
+    try:
+        with os.scandir(PROC_DIR) as it:
+            pids = sorted((entry.name for entry in it if entry.name.isdigit()), key=int)
+    except OSError:
+        pids = []
+    for pid in pids:
+        yield f"{PROC_DIR}/{pid}/ns/net"
+
+
+def _scan() -> Iterator[tuple[int, str]]:
+    """(inode, path) of every network namespace path found (duplicates included)."""
+    dev = _nsfs_dev()
+    for path in _candidate_paths():
+        try:
+            st = os.stat(path)
+        except OSError:  # process gone, zombie, permission, stale mount point
+            continue
+        if st.st_dev != dev or stat.S_ISDIR(st.st_mode):
+            continue  # e.g. an empty file left by a failed `ip netns add`
+        yield st.st_ino, path
+
+
+def all_namespaces() -> dict[int, str]:
+    """Every reachable network namespace once: ``{inode: path}``.
+
+    A namespace mounted under ``/var/run/netns`` is reported by that path (stable); others by a
+    ``/proc/<pid>/ns/net`` path, valid only while that process lives. Namespaces held only by an
+    fd or a thread of some process are not found.
+    """
+    found: dict[int, str] = {}
+    for inode, path in _scan():
+        found.setdefault(inode, path)
+    return found
+
+
+def _open_checked(path: str, inode: int, dev: int) -> int | None:
+    """Open ``path`` O_RDONLY and return the fd if it still is namespace ``inode``, else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        return None
+    if st.st_ino != inode or st.st_dev != dev:  # pid reused / mount replaced since the scan
+        os.close(fd)
+        return None
+    return fd
+
+
+def open_netns(inode: int) -> int:
+    """An O_RDONLY fd of the network namespace with this inode; the caller closes it.
+
+    Raises :class:`NotFound` if no such namespace is reachable (see :func:`all_namespaces`).
+    """
+    dev = _nsfs_dev()
+    for found, path in _scan():
+        if found != inode:
+            continue
+        fd = _open_checked(path, inode, dev)
+        if fd is not None:
+            return fd
+    raise NotFound(f"no network namespace with inode {inode}")
+
+
+def open_path(path: str, inode: int) -> int | None:
+    """Open a path returned by :func:`all_namespaces`; None if it no longer is that namespace."""
+    return _open_checked(path, inode, _nsfs_dev())
+
+
+@contextmanager
+def netns_fd(inode: int) -> Iterator[int]:
+    """:func:`open_netns` as a context manager that closes the fd."""
+    fd = open_netns(inode)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def netlink_socket(netns: int, proto: int = NETLINK_ROUTE) -> socket.socket:
+    """A netlink socket (SOCK_DGRAM, as pyroute2 wants) created inside namespace fd ``netns``.
+
+    A helper thread enters the namespace and creates the socket, then exits; the calling thread
+    stays where it is.
+    """
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            _setns(netns, CLONE_NEWNET)
+            box["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="netns-socket", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    sock: socket.socket = box["sock"]
+    return sock
+
+
+@contextmanager
+def iproute_in(netns: int) -> Iterator[Any]:
+    """A pyroute2 ``IPRoute`` bound to namespace fd ``netns``, closed on exit. No fork.
+
+    Use the object only from the thread that entered the context: pyroute2 keeps its socket and
+    event loop per thread, and another thread would silently get a second socket object on the
+    same fd. Do not use it from a thread that runs an asyncio loop (sync pyroute2 would try to
+    drive that loop). The namespace fd stays owned by the caller.
+    """
+    from pyroute2 import IPRoute  # import is slow (~0.3 s); only pay it when netlink is used
+
+    try:
+        sock = netlink_socket(netns)
+    except OSError as exc:
+        code = exc.errno or errno.EIO
+        raise DriverError(f"netlink socket in netns fd {netns}: {os.strerror(code)}") from exc
+    fileno = sock.detach()
+    try:
+        ipr = IPRoute(fileno=fileno)
+    except BaseException:
+        try:
+            os.close(fileno)
+        except OSError:
+            pass
+        raise
+    try:
+        yield ipr
+    finally:
+        ipr.close()
