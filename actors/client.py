@@ -29,6 +29,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import empty_pb2, json_format
+
 from nsm_forwarder.proto import (
     connection_pb2,
     crossconnect_pb2,

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 import pykka
+
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,

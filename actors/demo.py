@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+
 from nsm_forwarder.actors.registrar_server import RegistrarServer
 from nsm_forwarder.proto import (
     connection_pb2,

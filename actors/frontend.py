@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pykka
 from google.protobuf import empty_pb2
+
 from nsm_forwarder.actors.connection import ConnectionActor
 from nsm_forwarder.actors.messages import (
     ApplyXconn,

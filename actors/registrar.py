@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import grpc
 import grpc.aio
+
 from nsm_forwarder.proto import forwarderregistrar_pb2, forwarderregistrar_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -252,19 +253,21 @@ class Registrar:
         except (grpc.aio.AioRpcError, TimeoutError) as err:
             log.warning(
                 "registrar: unregistration of forwarder %r from %s failed: %s",
-                self._name, self._registrar_socket, _reason(err),
+                self._name,
+                self._registrar_socket,
+                _reason(err),
             )
             return
         except Exception:
             log.exception("registrar: unregistration of forwarder %r failed", self._name)
             return
         if reply.un_registered:
-            log.info("registrar: forwarder %r unregistered from %s",
-                     self._name, self._registrar_socket)
+            log.info(
+                "registrar: forwarder %r unregistered from %s", self._name, self._registrar_socket
+            )
             self._set_state(RegistrationState.UNREGISTERED)
         else:
-            log.warning("registrar: nsmd answered un_registered=false for forwarder %r",
-                        self._name)
+            log.warning("registrar: nsmd answered un_registered=false for forwarder %r", self._name)
 
     def _target(self) -> str:
         if self._socket_type == "unix":
@@ -296,6 +299,8 @@ class Registrar:
         return True
 
     async def _wait_for_socket(self) -> None:
+        if await self._socket_accepts():
+            return
         self._set_state(RegistrationState.WAITING_FOR_SOCKET)
         last_log: float | None = None
         while not await self._socket_accepts():
@@ -303,7 +308,9 @@ class Registrar:
             if last_log is None or now - last_log >= WAIT_LOG_INTERVAL:
                 log.info(
                     "registrar: waiting for the forwarder registrar socket %s (%s) to accept "
-                    "connections", self._registrar_socket, self._socket_type,
+                    "connections",
+                    self._registrar_socket,
+                    self._socket_type,
                 )
                 last_log = now
             await asyncio.sleep(POLL_INTERVAL)
@@ -315,8 +322,9 @@ class Registrar:
                 await self._wait_for_socket()
                 liveness_ok = await self._register_and_hold()
             except Exception as err:
-                log.exception("registrar: unexpected error, retrying in %.1f s",
-                              self._retry_interval)
+                log.exception(
+                    "registrar: unexpected error, retrying in %.1f s", self._retry_interval
+                )
                 self._fail(f"unexpected error: {err!r}")
                 liveness_ok = False
             if not liveness_ok:
@@ -343,8 +351,11 @@ class Registrar:
             except (grpc.aio.AioRpcError, RegistrationRefused) as err:
                 reason = _reason(err)
                 log.warning(
-                    "registrar: registration of forwarder %r at %s failed (%s); retrying in "
-                    "%.1f s", self._name, self._registrar_socket, reason, self._retry_interval,
+                    "registrar: registration of forwarder %r at %s failed (%s); retrying in %.1f s",
+                    self._name,
+                    self._registrar_socket,
+                    reason,
+                    self._retry_interval,
                 )
                 self._fail(reason)
                 return False
@@ -353,7 +364,9 @@ class Registrar:
             self._set_state(RegistrationState.REGISTERED)
             log.info(
                 "registrar: forwarder %r registered at %s with socket %s",
-                self._name, self._registrar_socket, self._forwarder_socket,
+                self._name,
+                self._registrar_socket,
+                self._forwarder_socket,
             )
             started = time.monotonic()
             reason = await self._hold_liveness(stub)
@@ -361,7 +374,11 @@ class Registrar:
             lifetime = time.monotonic() - started
             log.warning(
                 "registrar: liveness stream of forwarder %r to %s ended (%s) after %.1f s; "
-                "re-registering", self._name, self._registrar_socket, reason, lifetime,
+                "re-registering",
+                self._name,
+                self._registrar_socket,
+                reason,
+                lifetime,
             )
             if lifetime < MIN_LIVENESS_DURATION:
                 self._set_state(RegistrationState.RETRYING)

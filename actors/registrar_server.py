@@ -32,6 +32,7 @@ from collections.abc import Callable
 import grpc
 import grpc.aio
 from google.protobuf import empty_pb2
+
 from nsm_forwarder.proto import (
     crossconnect_pb2,
     crossconnect_pb2_grpc,
@@ -240,8 +241,12 @@ class RegistrarServer:
                     first = False
                 log.debug("registrar stand-in: cross-connect event from %r: %s", name, event)
         except grpc.aio.AioRpcError as err:
-            log.warning("registrar stand-in: MonitorCrossConnects of %r failed: %s: %s",
-                        name, err.code().name, err.details())
+            log.warning(
+                "registrar stand-in: MonitorCrossConnects of %r failed: %s: %s",
+                name,
+                err.code().name,
+                err.details(),
+            )
 
 
 class _Registration(forwarderregistrar_pb2_grpc.ForwarderRegistrationServicer):

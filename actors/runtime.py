@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pykka
+
 from nsm_forwarder.actors.messages import Message
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from nsm_forwarder.actors.frontend import (
     Connections,
     CrossConnectMonitorService,

@@ -399,8 +399,8 @@ class Settings(BaseSettings):
         False,
         validation_alias="METRICS_COLLECTOR_ENABLED",
         description=(
-            "Collect interface metrics and send them to nsmd. Go bool; unlike upstream, "
-            "an invalid value is an error, not the default."
+            "Collect interface metrics and send them to nsmd (not implemented yet: a warning "
+            "is logged when true). Go bool; unlike upstream, an invalid value is an error."
         ),
     )
     metrics_period: GoDuration = Field(
@@ -414,8 +414,8 @@ class Settings(BaseSettings):
     src_ip: IPAddress = Field(
         validation_alias="NSM_FORWARDER_SRC_IP",
         description=(
-            "Required. The node's IP address (IPv4 or IPv6); it selects the egress interface "
-            "and is advertised in remote mechanisms."
+            "Required. The node's IP address (IPv4 or IPv6), advertised as src_ip of the "
+            "remote mechanisms."
         ),
         json_schema_extra={"hint": "the node's IP address"},
     )
@@ -423,8 +423,8 @@ class Settings(BaseSettings):
         timedelta(seconds=1),
         validation_alias="CROSS_CONNECT_LIVENESS_CHECK_INTERVAL",
         description=(
-            "Interval of the cross-connect liveness check, a Go duration > 0. Unlike upstream, "
-            "an empty or invalid value is an error."
+            "Interval of the pod-netns liveness check (not implemented yet), a Go duration "
+            "> 0. Unlike upstream, an empty or invalid value is an error."
         ),
     )
     insecure: GoBool = Field(
@@ -461,21 +461,21 @@ class Settings(BaseSettings):
         None,
         validation_alias="NSM_FORWARDER_STATE_DIR",
         description=(
-            "Directory of the persisted cross-connect state; unset means "
-            "<base_dir>/forwarder-state/<name>."
+            "Directory for persisted cross-connect state (not written yet: state is in "
+            "memory); unset means <base_dir>/forwarder-state/<name>."
         ),
     )
     health_host: NonEmptyStr = Field(
         "0.0.0.0",
         validation_alias="NSM_FORWARDER_HEALTH_HOST",
-        description="Address of the HTTP health/metrics endpoint.",
+        description="Address of the HTTP probes (/liveness, /readiness).",
     )
     health_port: Int = Field(
         5555,
         ge=0,
         le=65535,
         validation_alias="NSM_FORWARDER_HEALTH_PORT",
-        description="Port of the HTTP health/metrics endpoint (0 = pick a free port).",
+        description="Port of the HTTP probes (0 = pick a free port).",
     )
     log_level: LogLevel = Field(
         "INFO",

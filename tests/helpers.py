@@ -60,7 +60,20 @@ class Pod:
 
     def ping(self, ip: str, count: int = 1) -> bool:
         done = subprocess.run(
-            ["ip", "netns", "exec", self.name, "ping", "-c", str(count), "-i", "0.2", "-W", "1", ip],
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.name,
+                "ping",
+                "-c",
+                str(count),
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                ip,
+            ],
             capture_output=True,
         )
         return done.returncode == 0

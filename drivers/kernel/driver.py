@@ -25,6 +25,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from pyroute2.netlink.exceptions import NetlinkError
+
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, parse_tag, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
 from nsm_forwarder.drivers.kernel import netns
@@ -38,7 +40,6 @@ from nsm_forwarder.drivers.kernel.ops import (
     to_forwarder_error,
 )
 from nsm_forwarder.drivers.kernel.undo import UndoStack
-from pyroute2.netlink.exceptions import NetlinkError
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ class KernelDriver:
                 link = get_link(ipr, ifname=end.name)
             if link is None:
                 continue
-            if link.alias != tag(xid, end.side):
+            if not link.owned_as(tag(xid, end.side)):
                 raise AlreadyExists(f"interface {end.name} already exists in netns {end.inode}")
             stale.append((ipr, end, link))
         for ipr, end, link in stale:
@@ -361,10 +362,10 @@ class KernelDriver:
         if isinstance(name, str) and name:
             with step(f"look up {name} in netns {inode}"):
                 link = get_link(ipr, ifname=name)
-        if (link is None or link.alias != want) and isinstance(ifindex, int) and ifindex > 0:
+        if (link is None or not link.owned_as(want)) and isinstance(ifindex, int) and ifindex > 0:
             with step(f"look up ifindex {ifindex} in netns {inode}"):
                 link = get_link(ipr, index=ifindex)
-        if link is None or link.alias != want:
+        if link is None or not link.owned_as(want):
             if link is not None:
                 log.debug(
                     "remove %s: %s in netns %d is not ours (alias %r), left alone",

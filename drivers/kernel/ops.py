@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, ForwarderError
 from pyroute2.netlink.exceptions import NetlinkError
+
+from nsm_forwarder.drivers.base import TAG_GROUP
+from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, ForwarderError
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,23 @@ class Link:
     index: int
     name: str
     alias: str | None
+    group: int = 0
+
+    def owned_as(self, want: str) -> bool:
+        """True when this interface is ours under tag ``want``, or is a leftover of ours that
+        never got its tag (a worker killed between creating it and setting the alias: it is in
+        our group but has no alias)."""
+        return self.alias == want or (not self.alias and self.group == TAG_GROUP)
 
 
 def link_of(msg: Any) -> Link:
     """A :class:`Link` from a pyroute2 RTM_NEWLINK message."""
-    return Link(index=int(msg["index"]), name=str(msg.get("ifname")), alias=msg.get("ifalias"))
+    return Link(
+        index=int(msg["index"]),
+        name=str(msg.get("ifname")),
+        alias=msg.get("ifalias"),
+        group=int(msg.get("group") or 0),
+    )
 
 
 def get_link(ipr: Any, *, ifname: str | None = None, index: int | None = None) -> Link | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import empty_pb2, json_format
+
 from nsm_forwarder.actors.client import (
     add_client_commands,
     format_event,

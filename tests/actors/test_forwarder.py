@@ -103,8 +103,13 @@ def test_forwarder_update_replaces_interfaces(node: Node, two_pods: tuple[Pod, P
     stub.Request(local_xcon("upd-1", a, b, src_name="if1_src", dst_name="if1_dst"), timeout=15)
     assert a.ping("10.30.1.2")
     new = local_xcon(
-        "upd-1", a, b, src_name="if2_src", dst_name="if2_dst",
-        src_ip="10.30.2.1/30", dst_ip="10.30.2.2/30",
+        "upd-1",
+        a,
+        b,
+        src_name="if2_src",
+        dst_name="if2_dst",
+        src_ip="10.30.2.1/30",
+        dst_ip="10.30.2.2/30",
     )
     assert stub.Request(new, timeout=15) == new
     assert a.links() == ["if2_src"] and b.links() == ["if2_dst"]
@@ -160,9 +165,7 @@ def test_forwarder_monitor_initial_update_delete(node: Node, two_pods: tuple[Pod
     xcon = local_xcon("mon-1", a, b, src_ip="10.30.9.1/30", dst_ip="10.30.9.2/30")
     stub.Request(xcon, timeout=15)
     update = next(events)
-    assert update.type == crossconnect_pb2.UPDATE and dict(update.cross_connects) == {
-        "mon-1": xcon
-    }
+    assert update.type == crossconnect_pb2.UPDATE and dict(update.cross_connects) == {"mon-1": xcon}
     stub.Close(xcon, timeout=15)
     delete = next(events)
     assert delete.type == crossconnect_pb2.DELETE and list(delete.cross_connects) == ["mon-1"]
@@ -175,8 +178,13 @@ def test_forwarder_40_concurrent_requests(node: Node, two_pods: tuple[Pod, Pod])
     a, b = two_pods
     xcons = [
         local_xcon(
-            f"conc-{i}", a, b, src_name=f"c{i}", dst_name=f"e{i}",
-            src_ip=f"10.40.{i}.1/30", dst_ip=f"10.40.{i}.2/30",
+            f"conc-{i}",
+            a,
+            b,
+            src_name=f"c{i}",
+            dst_name=f"e{i}",
+            src_ip=f"10.40.{i}.1/30",
+            dst_ip=f"10.40.{i}.2/30",
         )
         for i in range(40)
     ]

@@ -20,7 +20,9 @@ SAMPLES: list[m.Message] = [
     m.Unsubscribe(sub_id="s1"),
     m.ListXconns(),
     m.WorkerCall(corr=7, method="apply", args=[{"id": "x", "src": {"inode": 1}}]),
-    m.WorkerReply(corr=7, ok=False, error={"code": "NOT_FOUND", "message": "m", "retriable": False}),
+    m.WorkerReply(
+        corr=7, ok=False, error={"code": "NOT_FOUND", "message": "m", "retriable": False}
+    ),
 ]
 
 

@@ -15,6 +15,7 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf import empty_pb2
+
 from nsm_forwarder.actors.registrar import Registrar, RegistrationState
 from nsm_forwarder.actors.registrar_server import RegistrarServer
 from nsm_forwarder.proto import (
@@ -82,8 +83,13 @@ class FakeForwarder:
             self._server = None
 
 
-def registrar(sockdir: str, *, name: str = NAME, forwarder: str = "fwd.sock",
-              states: list[RegistrationState] | None = None) -> Registrar:
+def registrar(
+    sockdir: str,
+    *,
+    name: str = NAME,
+    forwarder: str = "fwd.sock",
+    states: list[RegistrationState] | None = None,
+) -> Registrar:
     return Registrar(
         name=name,
         forwarder_socket=os.path.join(sockdir, forwarder),
@@ -122,7 +128,10 @@ def test_Registrar_registers_when_socket_appears_late(
             assert server.history == [("register", NAME)]
             stats = reg.statistics()
             assert (stats.state, stats.registrations, stats.failures) == (
-                RegistrationState.REGISTERED, 1, 0)
+                RegistrationState.REGISTERED,
+                1,
+                0,
+            )
             assert states[:3] == [
                 RegistrationState.WAITING_FOR_SOCKET,
                 RegistrationState.REGISTERING,
@@ -138,7 +147,7 @@ def test_Registrar_registers_when_socket_appears_late(
             await forwarder.stop()
 
     run(body())
-    waiting = [r for r in caplog.records if "waiting for the forwarder registrar socket" in r.message]
+    waiting = [r for r in caplog.records if "waiting for the forwarder registrar" in r.message]
     assert len(waiting) == 1  # once at the start, then at most once a minute
     assert registrar_socket in waiting[0].message
 
@@ -152,7 +161,8 @@ def test_Registrar_duplicate_name_retries_until_old_one_unregisters(sockdir: str
         server = RegistrarServer(os.path.join(sockdir, "registrar.sock"), liveness_interval=0.2)
         await server.start()
         first = registrar(sockdir, forwarder="a.sock")
-        second = registrar(sockdir, forwarder="b.sock")
+        states: list[RegistrationState] = []
+        second = registrar(sockdir, forwarder="b.sock", states=states)
         try:
             await first.start()
             await first.wait_registered(timeout=5)
@@ -162,12 +172,14 @@ def test_Registrar_duplicate_name_retries_until_old_one_unregisters(sockdir: str
             assert stats.registrations == 0
             assert stats.last_error == f"UNKNOWN: forwarder with name {NAME} already registered"
             assert server.registered == {NAME: os.path.join(sockdir, "a.sock")}
+            # The socket is there, so retries go straight from RETRYING to REGISTERING.
+            assert states.count(RegistrationState.WAITING_FOR_SOCKET) == 1
+            assert states[-1] in (RegistrationState.RETRYING, RegistrationState.REGISTERING)
 
             await first.stop()
             await second.wait_registered(timeout=5)
             assert server.registered == {NAME: os.path.join(sockdir, "b.sock")}
-            assert server.history == [
-                ("register", NAME), ("unregister", NAME), ("register", NAME)]
+            assert server.history == [("register", NAME), ("unregister", NAME), ("register", NAME)]
             await server.wait_for(lambda: NAME in server.mechanisms, timeout=5)
         finally:
             await second.stop()
@@ -181,8 +193,9 @@ def test_Registrar_duplicate_name_retries_until_old_one_unregisters(sockdir: str
 
 def test_Registrar_stop_while_refused_sends_no_unregistration(sockdir: str) -> None:
     async def body() -> None:
-        server = RegistrarServer(os.path.join(sockdir, "registrar.sock"),
-                                 liveness_interval=0.2, watch_forwarders=False)
+        server = RegistrarServer(
+            os.path.join(sockdir, "registrar.sock"), liveness_interval=0.2, watch_forwarders=False
+        )
         await server.start()
         owner = registrar(sockdir, forwarder="a.sock")
         intruder = registrar(sockdir, forwarder="b.sock")
@@ -248,7 +261,8 @@ def test_Registrar_reregisters_after_registrar_restart(sockdir: str) -> None:
             await server.stop()
             assert not os.path.exists(path)
             await server.wait_for(
-                lambda: reg.state is RegistrationState.WAITING_FOR_SOCKET, timeout=5)
+                lambda: reg.state is RegistrationState.WAITING_FOR_SOCKET, timeout=5
+            )
 
             restarted = RegistrarServer(path, liveness_interval=0.2)
             await restarted.start()
@@ -270,8 +284,9 @@ def test_Registrar_reregisters_after_registrar_restart(sockdir: str) -> None:
 
 def test_Registrar_stop_unregisters_promptly(sockdir: str) -> None:
     async def body() -> None:
-        server = RegistrarServer(os.path.join(sockdir, "registrar.sock"),
-                                 liveness_interval=5.0, watch_forwarders=False)
+        server = RegistrarServer(
+            os.path.join(sockdir, "registrar.sock"), liveness_interval=5.0, watch_forwarders=False
+        )
         await server.start()
         states: list[RegistrationState] = []
         reg = registrar(sockdir, states=states)
@@ -316,6 +331,37 @@ def test_Registrar_stop_before_registering_is_prompt_and_silent(sockdir: str) ->
     run(body())
 
 
+def test_Registrar_survives_failing_on_state_callback(
+    sockdir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_state(state: RegistrationState) -> None:
+        raise ValueError(f"callback broken in {state.value}")
+
+    async def body() -> None:
+        server = RegistrarServer(
+            os.path.join(sockdir, "registrar.sock"), liveness_interval=0.2, watch_forwarders=False
+        )
+        await server.start()
+        reg = Registrar(
+            name=NAME,
+            forwarder_socket="fwd.sock",
+            registrar_socket=server.socket_path,
+            on_state=on_state,
+            **FAST,
+        )
+        try:
+            await reg.start()
+            await reg.wait_registered(timeout=5)
+        finally:
+            await reg.stop()
+            await server.stop()
+        assert server.history == [("register", NAME), ("unregister", NAME)]
+
+    run(body())
+    errors = [r for r in caplog.records if "on_state callback failed" in r.message]
+    assert errors and errors[0].exc_info is not None
+
+
 def test_Registrar_stop_without_start(sockdir: str) -> None:
     async def body() -> None:
         reg = registrar(sockdir)
@@ -338,7 +384,8 @@ def test_RegistrarServer_records_monitors_and_forwarder_down(sockdir: str) -> No
             await asyncio.sleep(0.2)
             await forwarder.start()
             await server.wait_for(
-                lambda: NAME in server.mechanisms and NAME in server.initial_state, timeout=5)
+                lambda: NAME in server.mechanisms and NAME in server.initial_state, timeout=5
+            )
             assert server.mechanisms[NAME] == forwarder.update
             assert server.initial_state[NAME] == forwarder.initial
 
@@ -357,7 +404,7 @@ def test_RegistrarServer_records_monitors_and_forwarder_down(sockdir: str) -> No
 
 
 def test_RegistrarServer_protocol(sockdir: str) -> None:
-    """Wire-level behaviour, checked with a raw client: duplicate error, liveness, unregistration."""
+    """Wire level, with a raw client: duplicate error, liveness, unregistration, socket file."""
     from nsm_forwarder.proto import forwarderregistrar_pb2 as pb
     from nsm_forwarder.proto import forwarderregistrar_pb2_grpc as pb_grpc
 
@@ -391,7 +438,10 @@ def test_RegistrarServer_protocol(sockdir: str) -> None:
                 assert (await unreg.RequestForwarderUnRegistration(known)).un_registered
                 assert server.registered == {}
                 assert server.history == [
-                    ("register", "x"), ("unregister", "nobody"), ("unregister", "x")]
+                    ("register", "x"),
+                    ("unregister", "nobody"),
+                    ("unregister", "x"),
+                ]
         finally:
             await server.stop()
         assert not os.path.exists(path)

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import Field, SecretStr, ValidationError
+
 from nsm_forwarder.config import settings as settings_mod
 from nsm_forwarder.config.settings import (
     SHIPPED_CONFIG_PATH,
@@ -23,7 +25,6 @@ from nsm_forwarder.config.settings import (
     parse_go_bool,
     parse_go_duration,
 )
-from pydantic import Field, SecretStr, ValidationError
 
 SRC = {"NSM_FORWARDER_SRC_IP": "10.1.2.3"}
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+
 from nsm_forwarder.drivers import base
 from nsm_forwarder.drivers.errors import (
     AlreadyExists,
@@ -21,7 +22,6 @@ from nsm_forwarder.drivers.kernel import driver as kdriver
 from nsm_forwarder.drivers.kernel import netns
 from nsm_forwarder.drivers.kernel.driver import KernelDriver
 from nsm_forwarder.drivers.kernel.undo import UndoStack
-
 from tests.drivers.conftest import Netns, needs_root
 
 pytestmark = needs_root()

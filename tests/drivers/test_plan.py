@@ -37,7 +37,9 @@ def test_plan_local_builds_both_ends() -> None:
             dst_routes=[connectioncontext_pb2.Route(prefix="10.9.0.0/16")],
             src_routes=[connectioncontext_pb2.Route(prefix="10.8.0.0/16")],
             ip_neighbors=[
-                connectioncontext_pb2.IpNeighbor(ip="10.0.0.2", hardware_address="AA:bb:cc:dd:ee:ff")
+                connectioncontext_pb2.IpNeighbor(
+                    ip="10.0.0.2", hardware_address="AA:bb:cc:dd:ee:ff"
+                )
             ],
         ),
         mtu=1500,

@@ -1,4 +1,4 @@
-"""The wire contract: generated stubs are fresh, and names/field numbers match NSM v0 (spec §1-2)."""
+"""The wire contract: stubs are fresh; names and field numbers match NSM v0 (spec §1-2)."""
 
 from __future__ import annotations
 
