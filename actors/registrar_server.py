@@ -80,6 +80,7 @@ class RegistrarServer:
         self._server: grpc.aio.Server | None = None
         self._liveness_breakers: set[asyncio.Event] = set()
         self._watchers: dict[str, asyncio.Task[None]] = {}
+        self._watch_tasks: set[asyncio.Task[None]] = set()  # includes cancelled, unfinished ones
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -110,8 +111,8 @@ class RegistrarServer:
         server, self._server = self._server, None
         if server is None:
             return
-        watchers = list(self._watchers.values())
         self._watchers.clear()
+        watchers = list(self._watch_tasks)
         for task in watchers:
             task.cancel()
         self._end_liveness_streams()
@@ -158,9 +159,12 @@ class RegistrarServer:
             old = self._watchers.pop(name, None)
             if old is not None:
                 old.cancel()
-            self._watchers[name] = asyncio.get_running_loop().create_task(
+            task = asyncio.get_running_loop().create_task(
                 self._watch(name, socket), name=f"registrar-stand-in-watch[{name}]"
             )
+            self._watchers[name] = task
+            self._watch_tasks.add(task)
+            task.add_done_callback(self._watch_tasks.discard)
         return True
 
     def _unregister(self, name: str) -> None:
