@@ -1,0 +1,121 @@
+"""The console script: start-up refusals (exit 2, one line), the demo, and the client commands
+against a real forwarder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nsm_forwarder.actors import demo
+from tests.conftest import Node, needs_root
+from tests.helpers import Pod, Pods, local_xcon
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("NSM_", "FORWARDER_"))}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "nsm_forwarder.actors.cli", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "words"),
+    [
+        ({"NSM_FORWARDER_SRC_IP": "10.0.0.1", "NSM_FORWARDER_WORKERS": "0"}, [], "workers"),
+        ({}, [], "NSM_FORWARDER_SRC_IP"),
+        ({"NSM_FORWARDER_SRC_IP": "not-an-ip"}, [], "src_ip"),
+        (
+            {"NSM_FORWARDER_SRC_IP": "10.0.0.1", "METRICS_COLLECTOR_REQUEST_PERIOD": "2x"},
+            [],
+            "METRICS_COLLECTOR_REQUEST_PERIOD",
+        ),
+        (
+            {"NSM_FORWARDER_SRC_IP": "10.0.0.1", "NSM_FORWARDER_WORKERS": "3"},
+            ["--workers", "0"],
+            "--workers",
+        ),
+        ({"NSM_FORWARDER_SRC_IP": "10.0.0.1"}, [], "INSECURE=false"),
+    ],
+    ids=[
+        "workers-env",
+        "missing-src-ip",
+        "bad-src-ip",
+        "bad-duration",
+        "flag-wins",
+        "insecure-false",
+    ],
+)
+def test_cli_run_refuses_bad_settings_with_one_line(
+    env: dict[str, str], args: list[str], words: str
+) -> None:
+    done = run_cli("run", *args, env={"NSM_FORWARDER_CONFIG": "", **env})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nsm-forwarder: ") and words in lines[0]
+
+
+def test_cli_gRPC_process_never_imports_netlink() -> None:
+    code = (
+        "import sys, nsm_forwarder.actors.supervisor, nsm_forwarder.actors.cli; "
+        "print('pyroute2' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_cli_demo_without_root_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(demo.os, "geteuid", lambda: 1000)
+    assert demo.run_demo() == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs root" in err[0]
+
+
+@needs_root
+def test_cli_demo_runs_end_to_end() -> None:
+    done = run_cli("demo", timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert " 0% packet loss" in done.stdout
+    assert "demo completed" in done.stdout
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "nsmdemo" not in names
+
+
+@needs_root
+def test_cli_client_commands_against_real_forwarder(
+    node: Node, pods: Pods, tmp_path: object
+) -> None:
+    from google.protobuf import json_format
+
+    a: Pod = pods.make()
+    b: Pod = pods.make()
+    xcon = local_xcon("cli-1", a, b, src_name="cli0", dst_name="cli0")
+    path = os.path.join(node.workdir, "xcon.json")
+    with open(path, "w") as f:
+        f.write(json_format.MessageToJson(xcon))
+    sock = ["--socket", node.forwarder.socket]
+    done = run_cli("request", path, *sock)
+    assert done.returncode == 0, done.stderr
+    assert a.ping("10.30.1.2")
+    listed = run_cli("list", "--json", *sock)
+    assert listed.returncode == 0, listed.stderr
+    assert "cli-1" in json.loads(listed.stdout)
+    table = run_cli("list", *sock)
+    assert "cli-1" in table.stdout and "cli0" in table.stdout
+    closed = run_cli("close", "cli-1", *sock)
+    assert closed.returncode == 0, closed.stderr
+    assert a.links() == [] and b.links() == []
+    again = run_cli("close", "cli-1", *sock)
+    assert again.returncode == 1 and "no cross-connect with id cli-1" in again.stderr
