@@ -33,6 +33,7 @@ def add_run_command(sub: Any) -> None:
         ("--health-port", "port of the HTTP probes (0 = any free port)", int),
         ("--log-level", "DEBUG, INFO, WARNING or ERROR", str),
         ("--mtu", "MTU of local veth pairs", int),
+        ("--vxlan-port", "UDP port of VXLAN tunnels", int),
         ("--reregister-interval", "registration retry interval (e.g. 5s)", str),
         ("--operation-timeout", "data-plane operation timeout (e.g. 10s)", str),
     ]
@@ -55,7 +56,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     names = [
         *("name", "socket", "registrar_socket", "src_ip", "driver", "workers", "state_dir"),
-        *("health_host", "health_port", "log_level", "mtu", "reregister_interval"),
+        *("health_host", "health_port", "log_level", "mtu", "vxlan_port", "reregister_interval"),
         "operation_timeout",
     ]
     flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}

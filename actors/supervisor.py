@@ -39,7 +39,7 @@ from nsm_forwarder.actors.monitor import MonitorActor
 from nsm_forwarder.actors.registrar import Registrar
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.config.settings import Settings
-from nsm_forwarder.drivers.registry import driver_info
+from nsm_forwarder.drivers.errors import ForwarderError
 from nsm_forwarder.proto import crossconnect_pb2_grpc, forwarder_pb2_grpc
 
 log = logging.getLogger("nsm_forwarder.supervisor")
@@ -123,10 +123,14 @@ class Supervisor:
         self.pool = WorkerPool(
             s.workers,
             s.driver,
+            init={"src_ip": str(s.src_ip), "vxlan_port": s.vxlan_port},
             timeout=s.operation_timeout.total_seconds(),
             log_level=s.log_level,
         )
-        await asyncio.to_thread(self.pool.start)
+        try:
+            await asyncio.to_thread(self.pool.start)
+        except ForwarderError as exc:
+            raise StartupError(f"the {s.driver} driver cannot work here: {exc.message}") from None
         self.health.set_goal("workers")
 
     async def _start_monitor(self) -> None:
@@ -137,13 +141,13 @@ class Supervisor:
     async def _start_grpc(self) -> None:
         s = self.settings
         assert self.pool is not None
-        info = driver_info(s.driver)
+        caps = self.pool.capabilities
         self.connections = Connections(self.pool, self.monitor, s.mtu)
         server = grpc.aio.server()
         forwarder_pb2_grpc.add_ForwarderServicer_to_server(
             ForwarderService(self.connections), server
         )
-        update = mechanism_update(info.local_mechanisms, info.remote_mechanisms, str(s.src_ip))
+        update = mechanism_update(tuple(caps["local"]), tuple(caps["remote"]), str(s.src_ip))
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(
             MechanismsService(update, self.stopping), server
         )

@@ -1,7 +1,7 @@
 """DriverHost: the worker process that runs the data-plane driver.
 
 Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), methods
-          ``apply(plan)``, ``remove(applied)``, ``observe()``, ``ping()``.
+          ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``observe()``, ``ping()``.
 Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
 Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
           forwarder runs in a process like this one, never in the gRPC process.
@@ -43,7 +43,9 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
     """Run one call against the driver and build its reply (never raises)."""
     try:
         result: Any
-        if call.method == "apply":
+        if call.method == "init":
+            result = driver.init(call.args[0])
+        elif call.method == "apply":
             result = driver.apply(call.args[0])
         elif call.method == "remove":
             driver.remove(call.args[0])

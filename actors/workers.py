@@ -177,12 +177,21 @@ class WorkerPool:
     """``size`` worker processes running ``driver``; replaces any that die."""
 
     def __init__(
-        self, size: int, driver: str, *, timeout: float = 10.0, log_level: str = "INFO"
+        self,
+        size: int,
+        driver: str,
+        *,
+        init: dict[str, Any] | None = None,
+        timeout: float = 10.0,
+        log_level: str = "INFO",
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
         self.size = size
         self.driver = driver
+        self.init_config = dict(init or {})
+        #: What the driver's ``init`` returned (mechanisms, egress), once ``start`` has run.
+        self.capabilities: dict[str, Any] = {}
         self.timeout = timeout
         self.log_level = log_level
         self.restarts = 0
@@ -192,17 +201,27 @@ class WorkerPool:
         self._stopping = False
 
     def start(self, wait: float = 30.0) -> None:
-        """Spawn every worker and wait until each answers a ping."""
-        with self._lock:
-            self._workers = [self._spawn(i) for i in range(self.size)]
-        deadline = time.monotonic() + wait
-        for worker in list(self._workers):
-            worker.submit("ping", []).result(max(0.1, deadline - time.monotonic()))
+        """Spawn every worker and wait until each has run the driver's ``init``.
 
-    def _spawn(self, index: int) -> WorkerProcess:
+        Raises the driver's ForwarderError when ``init`` fails (the forwarder cannot work
+        here), after stopping the workers.
+        """
+        with self._lock:
+            spawned = [self._spawn(i) for i in range(self.size)]
+            self._workers = [w for w, _ in spawned]
+        deadline = time.monotonic() + wait
+        try:
+            for _, ready in spawned:
+                self.capabilities = ready.result(max(0.1, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, index: int) -> tuple[WorkerProcess, concurrent.futures.Future[Any]]:
+        """Start worker ``index``; its first call is always the driver's ``init``."""
         worker = WorkerProcess(index, self.driver, self.log_level, self._exited)
         log.debug("worker %d started (pid %d)", index, worker.pid)
-        return worker
+        return worker, worker.submit("init", [self.init_config])
 
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         with self._lock:
@@ -215,7 +234,8 @@ class WorkerPool:
                 worker.pid,
                 code,
             )
-            replacement = self._spawn(worker.index)
+            replacement, ready = self._spawn(worker.index)
+            ready.add_done_callback(_log_init_failure)
             self._workers[self._workers.index(worker)] = replacement
             self._changed.notify_all()
 
@@ -268,6 +288,12 @@ class WorkerPool:
             self._changed.notify_all()
         for worker in workers:
             worker.stop()
+
+
+def _log_init_failure(ready: concurrent.futures.Future[Any]) -> None:
+    exc = ready.exception()
+    if exc is not None:
+        log.error("a replacement worker failed its driver init: %s", exc)
 
 
 def pids(pool: WorkerPool) -> list[int]:

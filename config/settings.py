@@ -489,6 +489,16 @@ class Settings(BaseSettings):
         validation_alias="NSM_FORWARDER_MTU",
         description="MTU of the local veth pairs (68..65535; upstream's kernel forwarder: 16000).",
     )
+    vxlan_port: Int = Field(
+        4789,
+        ge=1,
+        le=65535,
+        validation_alias="NSM_FORWARDER_VXLAN_PORT",
+        description=(
+            "UDP port of VXLAN tunnels (IANA 4789, as VPP forwarders use; upstream's kernel "
+            "forwarder used the kernel default 8472 and could not talk to VPP)."
+        ),
+    )
     reregister_interval: GoDuration = Field(
         timedelta(seconds=5),
         validation_alias="NSM_FORWARDER_REREGISTER_INTERVAL",

@@ -56,6 +56,11 @@ def parse_tag(alias: str | None) -> tuple[str, str] | None:
 class Driver(Protocol):
     """What every driver implements. All methods run in a worker process.
 
+    - ``init(config)``: called once in every worker before any other call, with
+      ``{"src_ip": str, "vxlan_port": int}``; checks the forwarder can work here (raises a
+      ForwarderError with a clear message when it cannot, e.g. no interface carries ``src_ip``)
+      and returns ``{"local": [types], "remote": [types], "egress": {...} | None}``: the
+      mechanism types to advertise and what was found about the egress interface.
     - ``apply(plan)``: build the plan; each step records its undo and a failure unwinds every
       step done before it, then raises a :class:`~nsm_forwarder.drivers.errors.ForwarderError`.
       Returns the applied record.
@@ -66,6 +71,8 @@ class Driver(Protocol):
     """
 
     name: str
+
+    def init(self, config: dict[str, Any]) -> dict[str, Any]: ...
 
     def apply(self, plan: Plan) -> Applied: ...
 

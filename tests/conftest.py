@@ -49,10 +49,10 @@ def bg_loop() -> Iterator[BackgroundLoop]:
 class Node:
     """A forwarder with its registrar stand-in; ``start()`` runs both."""
 
-    def __init__(self, loop: BackgroundLoop, **env: str) -> None:
+    def __init__(self, loop: BackgroundLoop, netns: str | None = None, **env: str) -> None:
         self.loop = loop
         self.workdir = new_workdir()
-        self.forwarder = Forwarder(self.workdir, unique("fwd"), env)
+        self.forwarder = Forwarder(self.workdir, unique("fwd"), env, netns=netns)
         self.registrar = None
 
     def start_registrar(self, **kw: object) -> None:
@@ -88,8 +88,8 @@ class Node:
 def node_factory(bg_loop: BackgroundLoop) -> Iterator[type]:
     made: list[Node] = []
 
-    def make(**env: str) -> Node:
-        node = Node(bg_loop, **env)
+    def make(netns: str | None = None, **env: str) -> Node:
+        node = Node(bg_loop, netns, **env)
         made.append(node)
         return node
 

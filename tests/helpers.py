@@ -132,6 +132,8 @@ class Forwarder:
     name: str
     env: dict[str, str]
     args: list[str] = field(default_factory=list)
+    #: run the forwarder inside this named network namespace (a "node"), if set
+    netns: str | None = None
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -162,8 +164,9 @@ class Forwarder:
         )
         env.update(self.env)
         with open(self.log_path, "ab") as log:
+            prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "nsm_forwarder.actors.cli", "run", *self.args],
+                [*prefix, sys.executable, "-m", "nsm_forwarder.actors.cli", "run", *self.args],
                 env=env,
                 stdout=log,
                 stderr=log,

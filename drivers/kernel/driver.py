@@ -40,6 +40,7 @@ from nsm_forwarder.drivers.kernel.ops import (
     to_forwarder_error,
 )
 from nsm_forwarder.drivers.kernel.undo import UndoStack
+from nsm_forwarder.drivers.registry import driver_info
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +208,16 @@ class KernelDriver:
         pass
 
     # -- apply -----------------------------------------------------------------------------
+
+    def init(self, config: dict[str, Any]) -> dict[str, Any]:
+        """See :class:`~nsm_forwarder.drivers.base.Driver`; keeps ``config`` for later calls."""
+        self.config = dict(config)
+        info = driver_info(self.name)
+        return {
+            "local": list(info.local_mechanisms),
+            "remote": list(info.remote_mechanisms),
+            "egress": None,
+        }
 
     def apply(self, plan: Plan) -> Applied:
         xid, mtu, src, dst = parse_local_plan(plan)

@@ -95,6 +95,7 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "health_port",
         "log_level",
         "mtu",
+        "vxlan_port",
         "reregister_interval",
         "operation_timeout",
         "registrar_timeout",
