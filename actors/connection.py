@@ -38,26 +38,10 @@ from nsm_forwarder.actors.runtime import BaseActor, tell
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.drivers.base import Applied, Plan
 from nsm_forwarder.drivers.errors import ForwarderError, InvalidRequest
-from nsm_forwarder.drivers.plan import plan_from_xcon
+from nsm_forwarder.drivers.plan import describe, plan_from_xcon
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
-
-
-def leftovers_of(plan: Plan) -> Applied:
-    """An applied record naming what ``plan`` would create (for sweeping tagged leftovers)."""
-    return {
-        "id": plan["id"],
-        "kind": plan["kind"],
-        "src": {"inode": plan["src"]["inode"], "name": plan["src"]["name"], "ifindex": 0},
-        "dst": {"inode": plan["dst"]["inode"], "name": plan["dst"]["name"], "ifindex": 0},
-    }
-
-
-def describe(plan: Plan) -> str:
-    """One short human description of a plan for the INFO line."""
-    src, dst = plan["src"], plan["dst"]
-    return f"{plan['kind']} {src['name']}@{src['inode']} <-> {dst['name']}@{dst['inode']}"
 
 
 class ConnectionActor(BaseActor):
@@ -134,7 +118,7 @@ class ConnectionActor(BaseActor):
             if not exc.retriable:
                 raise
             log.warning("apply id=%s: %s; cleaning up and retrying once", self.xcon_id, exc)
-        self._call("remove", leftovers_of(plan))
+        self._call("remove", plan)
         result = self.pool.call("apply", plan)
         return result
 
@@ -183,4 +167,4 @@ class ConnectionActor(BaseActor):
             plan = plan_from_xcon(crossconnect_pb2.CrossConnect.FromString(data), mtu=self.mtu)
         except InvalidRequest:
             return
-        self._call("remove", leftovers_of(plan))
+        self._call("remove", plan)

@@ -65,7 +65,9 @@ class Driver(Protocol):
       step done before it, then raises a :class:`~nsm_forwarder.drivers.errors.ForwarderError`.
       Returns the applied record.
     - ``remove(applied)``: idempotent; removes only interfaces carrying our tag for that id;
-      missing interfaces or namespaces are not errors.
+      missing interfaces or namespaces are not errors. It also accepts the *plan* instead of
+      the applied record (then it removes whatever that plan may have left, e.g. after a worker
+      died mid-apply).
     - ``observe()``: every tagged interface that really exists, in every namespace, as
       ``{"id", "side", "inode", "name", "ifindex"}`` dicts (reads the kernel, never a cache).
     """

@@ -74,6 +74,12 @@ def plan_from_xcon(xcon: crossconnect_pb2.CrossConnect, *, mtu: int) -> Plan:
     return {"id": xcon.id, "kind": "local", "mtu": mtu, "src": plan_src, "dst": plan_dst}
 
 
+def describe(plan: Plan) -> str:
+    """One short human description of a plan, for the INFO line of a Request or Close."""
+    src, dst = plan["src"], plan["dst"]
+    return f"{plan['kind']} {src['name']}@{src['inode']} <-> {dst['name']}@{dst['inode']}"
+
+
 def is_remote(conn: connection_pb2.Connection) -> bool:
     """True when the connection crosses nodes (spec §2.6: more than one path segment)."""
     return len(conn.path.path_segments) > 1
