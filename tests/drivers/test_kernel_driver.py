@@ -96,12 +96,14 @@ def test_iproute_in_does_not_move_thread_or_leak_fds(make_netns: Callable[[], Ne
     fd = netns.open_netns(ns.inode)
     try:
         nfds = len(os.listdir("/proc/self/fd"))
-        for _ in range(3):
+        for _ in range(50):
             with netns.iproute_in(fd) as ipr:
                 names = {m.get("ifname") for m in ipr.link("dump")}
                 assert {"lo", "p0", "p1"} <= names
                 assert netns.current_netns_inode() == own
-        assert len(os.listdir("/proc/self/fd")) == nfds
+        # other threads of the test process (gRPC, servers) may open a few fds meanwhile;
+        # a leak would show as one or more per iteration
+        assert len(os.listdir("/proc/self/fd")) - nfds < 10
         assert not [t for t in threading.enumerate() if t.name == "netns-socket"]
     finally:
         os.close(fd)
