@@ -33,6 +33,7 @@ from nsm_forwarder.actors.messages import (
     XconnApplied,
 )
 from nsm_forwarder.actors.runtime import ask, tell
+from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.drivers.errors import ForwarderError
 from nsm_forwarder.proto import (
@@ -53,17 +54,26 @@ _OVERFLOW = b""
 class Connections:
     """id -> ConnectionActor, owned by the asyncio loop (so routing needs no lock)."""
 
-    def __init__(self, pool: WorkerPool, monitor: pykka.ActorRef[Any], mtu: int) -> None:
+    def __init__(
+        self, pool: WorkerPool, monitor: pykka.ActorRef[Any], store: Store, mtu: int
+    ) -> None:
         self.pool = pool
         self.monitor = monitor
+        self.store = store
         self.mtu = mtu
         self._actors: dict[str, pykka.ActorRef[Any]] = {}
         self._in_flight: dict[str, int] = {}
 
+    def restore(self, record: Record) -> None:
+        """Start the actor of a cross-connect restored from the Store (before serving)."""
+        self._actors[record.id] = ConnectionActor.start(
+            record.id, self.pool, self.monitor, self.store, self.mtu, record
+        )
+
     async def ask(self, xcon_id: str, message: Any) -> Any:
         ref = self._actors.get(xcon_id)
         if ref is None or not ref.is_alive():
-            ref = ConnectionActor.start(xcon_id, self.pool, self.monitor, self.mtu)
+            ref = ConnectionActor.start(xcon_id, self.pool, self.monitor, self.store, self.mtu)
             self._actors[xcon_id] = ref
         self._in_flight[xcon_id] = self._in_flight.get(xcon_id, 0) + 1
         try:
@@ -172,6 +182,7 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
         self._ids = itertools.count(1)
         self.loop = asyncio.get_running_loop()
         self.monitor: pykka.ActorRef[Any] | None = None
+        self.queue_limit = SUBSCRIBER_QUEUE
 
     def attach(self, monitor: pykka.ActorRef[Any]) -> None:
         self.monitor = monitor
@@ -184,7 +195,7 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
         queue = self.queues.get(sub_id)
         if queue is None:
             return
-        if queue.qsize() >= SUBSCRIBER_QUEUE - 1:
+        if queue.qsize() >= self.queue_limit - 1:
             queue.put_nowait(_OVERFLOW)
             del self.queues[sub_id]
             return
@@ -215,7 +226,7 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
                         log.warning("cross-connect subscriber %s too slow; dropping it", sub_id)
                         await context.abort(
                             grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"subscriber fell more than {SUBSCRIBER_QUEUE} events behind",
+                            f"subscriber fell more than {self.queue_limit} events behind",
                         )
                     yield crossconnect_pb2.CrossConnectEvent.FromString(event)
             finally:

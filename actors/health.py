@@ -16,7 +16,7 @@ import logging
 log = logging.getLogger(__name__)
 
 #: Start-up goals, in the order they are reached.
-GOALS = ("workers", "socket_listening", "serving", "registration")
+GOALS = ("workers", "reconciled", "socket_listening", "serving", "registration")
 
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 

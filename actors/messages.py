@@ -63,6 +63,15 @@ class XconnClosed(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class MarkDown(Message):
+    """The pod network namespaces of these ``sides`` ("source" / "destination") are gone:
+    set those ends' state DOWN and emit an UPDATE; reply True if anything changed."""
+
+    TAG: ClassVar[str] = "markdown"
+    sides: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
 class QueryIdle(Message):
     """Ask a ConnectionActor whether it holds nothing (then it may be stopped); reply bool."""
 
@@ -146,6 +155,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         XconnApplied,
         CloseXconn,
         XconnClosed,
+        MarkDown,
         QueryIdle,
         XconnUpdated,
         XconnDeleted,

@@ -1,16 +1,20 @@
 """Supervisor: starts, wires and stops every actor of a running forwarder, in order.
 
 Start-up phases (numbered and timed in the log):
-  1 workers   spawn the worker pool (DriverHost processes) and wait for each to answer
-  2 monitor   start the Monitor actor (cross-connect events)
-  3 grpc      clean a stale socket, listen on FORWARDER_SOCKET, serve the API + health service
-  4 health    HTTP probes on the health port
-  5 register  start the Registrar (registration with nsmd runs in the background)
+  1 health     HTTP probes (readiness says which of the next steps is missing)
+  2 store      open the cross-connect Store in the state dir
+  3 workers    spawn the worker pool (DriverHost processes); each runs the driver's init
+  4 monitor    start the Monitor actor (cross-connect events)
+  5 reconcile  make the data plane and the Store agree (see reconcile.py); restore actors
+  6 grpc       clean a stale socket, listen on FORWARDER_SOCKET, serve the API + health service
+  7 register   start the Registrar (registration with nsmd runs in the background)
+Then the pod liveness check runs every CROSS_CONNECT_LIVENESS_CHECK_INTERVAL: an end whose pod
+network namespace disappeared is marked DOWN (an UPDATE event; nsmd closes or heals on it).
 Shutdown (SIGTERM / SIGINT), in reverse: unregister from nsmd, stop serving (monitor streams
-end), remove the socket, stop actors, stop workers, stop probes; exit code 0.
+end), remove the socket, stop actors, stop workers, close the Store, stop probes; exit code 0.
 
-A worker that dies is replaced by the pool at once (see workers.py); the Supervisor reports the
-restarts. Cross-connects are left in place at shutdown: they belong to the pods, not to us.
+A worker that dies is replaced by the pool at once (see workers.py). Cross-connects are left in
+place at shutdown: they belong to the pods, and the Store brings them back at the next start.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import logging
 import os
 import signal
+import sqlite3
 import stat
 import time
 from typing import Any
@@ -35,12 +40,22 @@ from nsm_forwarder.actors.frontend import (
     mechanism_update,
 )
 from nsm_forwarder.actors.health import Health
+from nsm_forwarder.actors.messages import ListXconns, MarkDown, XconnUpdated
 from nsm_forwarder.actors.monitor import MonitorActor
+from nsm_forwarder.actors.reconcile import local_ends, reconcile
 from nsm_forwarder.actors.registrar import Registrar
+from nsm_forwarder.actors.runtime import ask, tell
+from nsm_forwarder.actors.store import Store
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.config.settings import Settings
 from nsm_forwarder.drivers.errors import ForwarderError
-from nsm_forwarder.proto import crossconnect_pb2_grpc, forwarder_pb2_grpc
+from nsm_forwarder.drivers.kernel.netns import all_namespaces
+from nsm_forwarder.proto import (
+    connection_pb2,
+    crossconnect_pb2,
+    crossconnect_pb2_grpc,
+    forwarder_pb2_grpc,
+)
 
 log = logging.getLogger("nsm_forwarder.supervisor")
 
@@ -49,7 +64,7 @@ SERVICES = (
     "forwarder.MechanismsMonitor",
     "crossconnect.MonitorCrossConnect",
 )
-PHASES = ("workers", "monitor", "grpc", "health", "register")
+PHASES = ("health", "store", "workers", "monitor", "reconcile", "grpc", "register")
 
 
 class StartupError(Exception):
@@ -86,6 +101,8 @@ class Supervisor:
         self.grpc_health: Any = None
         self.health = Health(settings.health_host, settings.health_port)
         self.registrar: Registrar | None = None
+        self.store: Store | None = None
+        self._liveness: asyncio.Task[None] | None = None
         self._socket_path: str | None = None
 
     # --- start-up -----------------------------------------------------------------------------
@@ -111,12 +128,28 @@ class Supervisor:
     async def start(self) -> None:
         s = self.settings
         log.info("starting %s (driver %s, %d workers)", s.name, s.driver, s.workers)
-        await self._phase(1, "workers", self._start_workers())
-        await self._phase(2, "monitor", self._start_monitor())
-        await self._phase(3, "grpc", self._start_grpc())
-        await self._phase(4, "health", self._start_health())
-        await self._phase(5, "register", self._start_registrar())
+        steps = (
+            self._start_health,
+            self._open_store,
+            self._start_workers,
+            self._start_monitor,
+            self._reconcile,
+            self._start_grpc,
+            self._start_registrar,
+        )
+        for number, (name, step) in enumerate(zip(PHASES, steps, strict=True), 1):
+            await self._phase(number, name, step())
+        self._liveness = asyncio.create_task(self._watch_pods(), name="pod-liveness")
         log.info("startup completed in %.0f ms", (time.monotonic() - self.started) * 1000)
+
+    async def _open_store(self) -> None:
+        directory = str(self.settings.resolved_state_dir)
+        try:
+            store = await asyncio.to_thread(Store, directory)
+        except (OSError, sqlite3.Error) as exc:
+            raise StartupError(f"cannot open the state store in {directory}: {exc}") from None
+        self.store = store
+        log.info("state store: %s", store.path)
 
     async def _start_workers(self) -> None:
         s = self.settings
@@ -138,11 +171,26 @@ class Supervisor:
         self.monitor = MonitorActor.start(self.xcon_monitor.deliver)
         self.xcon_monitor.attach(self.monitor)
 
+    async def _reconcile(self) -> None:
+        assert self.pool is not None and self.store is not None
+        self.connections = Connections(self.pool, self.monitor, self.store, self.settings.mtu)
+        live = set(await asyncio.to_thread(all_namespaces))
+        try:
+            report = await asyncio.to_thread(reconcile, self.store, self.pool, live)
+        except ForwarderError as exc:
+            raise StartupError(f"reconcile failed: {exc.message}") from None
+        for record in report.restored:
+            assert record.xcon is not None
+            self.connections.restore(record)
+            tell(self.monitor, XconnUpdated(xcon=record.xcon))
+        self.health.set_goal("reconciled")
+        log.info("reconcile: %s", report.summary())
+
     async def _start_grpc(self) -> None:
         s = self.settings
         assert self.pool is not None
         caps = self.pool.capabilities
-        self.connections = Connections(self.pool, self.monitor, s.mtu)
+        assert self.connections is not None
         server = grpc.aio.server()
         forwarder_pb2_grpc.add_ForwarderServicer_to_server(
             ForwarderService(self.connections), server
@@ -171,7 +219,43 @@ class Supervisor:
         log.info("serving the forwarder API on %s", address)
 
     async def _start_health(self) -> None:
-        await self.health.start()
+        try:
+            await self.health.start()
+        except OSError as exc:
+            raise StartupError(
+                f"cannot serve probes on {self.settings.health_host}:"
+                f"{self.settings.health_port}: {exc.strerror}"
+            ) from None
+
+    async def _watch_pods(self) -> None:
+        """Every liveness interval: mark DOWN the ends whose pod namespace disappeared."""
+        interval = self.settings.liveness_interval.total_seconds()
+        while not self.stopping.is_set():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self._check_pods()
+            except Exception:
+                log.exception("pod liveness check failed; trying again next interval")
+
+    async def _check_pods(self) -> None:
+        assert self.connections is not None
+        xcons = await ask(self.monitor, ListXconns())
+        if not xcons:
+            return
+        live = set(await asyncio.to_thread(all_namespaces))
+        for data in xcons:
+            xcon = crossconnect_pb2.CrossConnect.FromString(data)
+            gone = [
+                side
+                for side, inode in local_ends(data)
+                if inode not in live and getattr(xcon, side).state == connection_pb2.UP
+            ]
+            if gone:
+                await self.connections.ask(xcon.id, MarkDown(sides=gone))
 
     async def _start_registrar(self) -> None:
         s = self.settings
@@ -211,6 +295,8 @@ class Supervisor:
     async def shutdown(self) -> None:
         self.stopping.set()
         start = time.monotonic()
+        if self._liveness is not None:
+            self._liveness.cancel()
         if self.registrar is not None:
             await self.registrar.stop(unregister=True)
             log.info("shutdown 1/5: registration withdrawn")
@@ -229,6 +315,8 @@ class Supervisor:
         log.info("shutdown 4/5: actors stopped")
         if self.pool is not None:
             await asyncio.to_thread(self.pool.stop)
+        if self.store is not None:
+            self.store.close()
         await self.health.stop()
         log.info(
             "shutdown 5/5: workers stopped; done in %.0f ms", (time.monotonic() - start) * 1000

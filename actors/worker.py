@@ -1,7 +1,8 @@
 """DriverHost: the worker process that runs the data-plane driver.
 
 Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), methods
-          ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``observe()``, ``ping()``.
+          ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``observe()``, ``sweep(found)``,
+          ``ping()``.
 Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
 Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
           forwarder runs in a process like this one, never in the gRPC process.
@@ -52,6 +53,8 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
             result = None
         elif call.method == "observe":
             result = driver.observe()
+        elif call.method == "sweep":
+            result = driver.sweep(call.args[0])
         elif call.method == "ping":
             result = "pong"
         else:

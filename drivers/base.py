@@ -70,6 +70,8 @@ class Driver(Protocol):
       died mid-apply).
     - ``observe()``: every tagged interface that really exists, in every namespace, as
       ``{"id", "side", "inode", "name", "ifindex"}`` dicts (reads the kernel, never a cache).
+    - ``sweep(found)``: delete those ``observe`` entries (orphans no cross-connect owns) that
+      still carry their tag, with anything the driver runs for them; returns how many.
     """
 
     name: str
@@ -81,3 +83,5 @@ class Driver(Protocol):
     def remove(self, applied: Applied) -> None: ...
 
     def observe(self) -> list[dict[str, Any]]: ...
+
+    def sweep(self, found: list[dict[str, Any]]) -> int: ...

@@ -172,9 +172,20 @@ class Forwarder:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        wait_until(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 30)
+        wait_until(lambda: self.accepts() or self.proc.poll() is not None, 30, "the socket")
         if self.proc.poll() is not None:
             raise AssertionError(f"forwarder exited at start:\n{self.log()}")
+
+    def accepts(self) -> bool:
+        """True when the forwarder socket accepts connections (not just a stale file)."""
+        import socket
+
+        with socket.socket(socket.AF_UNIX) as probe:
+            try:
+                probe.connect(self.socket)
+            except OSError:
+                return False
+        return True
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:

@@ -39,6 +39,7 @@ from nsm_forwarder.drivers.kernel.ops import (
     step,
     to_forwarder_error,
 )
+from nsm_forwarder.drivers.kernel.sweep import sweep_tagged
 from nsm_forwarder.drivers.kernel.undo import UndoStack
 from nsm_forwarder.drivers.registry import driver_info
 
@@ -394,6 +395,10 @@ class KernelDriver:
                     raise
 
     # -- observe ---------------------------------------------------------------------------
+
+    def sweep(self, found: list[dict[str, Any]]) -> int:
+        """See :class:`~nsm_forwarder.drivers.base.Driver`."""
+        return sweep_tagged(found)
 
     def observe(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

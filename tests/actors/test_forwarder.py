@@ -270,7 +270,7 @@ def test_forwarder_readiness_names_missing_step(node_factory: type) -> None:
     node.forwarder.start()  # no registrar yet: it waits for the socket (registering counts)
     wait_until(lambda: "health probes on" in node.forwarder.log(), 20, "probes")
     port = int(re.search(r"health probes on http://[^:]+:(\d+)", node.forwarder.log()).group(1))
-    wait_until(lambda: "phase 5/5 register: done" in node.forwarder.log(), 20, "phase 5")
+    wait_until(lambda: "phase 7/7 register: done" in node.forwarder.log(), 20, "phase 5")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readiness", timeout=5) as resp:
         assert resp.status == 200
     with pytest.raises(urllib.error.HTTPError) as err:

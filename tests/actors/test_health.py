@@ -24,7 +24,7 @@ def test_health_readiness_names_missing_steps() -> None:
         try:
             assert await _get(port, "/liveness") == (200, "OK\n")
             status, body = await _get(port, "/readiness")
-            assert status == 503 and "waiting for workers, socket_listening" in body
+            assert status == 503 and "waiting for workers, reconciled, socket_listening" in body
             for goal in GOALS[:-1]:
                 health.set_goal(goal)
             status, body = await _get(port, "/readiness")

@@ -13,6 +13,7 @@ SAMPLES: list[m.Message] = [
     m.XconnApplied(xcon=b"\x0a\x01x"),
     m.CloseXconn(xcon=b""),
     m.XconnClosed(id="x", known=True),
+    m.MarkDown(sides=["source"]),
     m.QueryIdle(),
     m.XconnUpdated(xcon=b"abc"),
     m.XconnDeleted(xcon=b"abc"),

@@ -1,0 +1,146 @@
+"""Reconcile: make the data plane and the Store agree at start-up, before serving.
+
+Runs once, in the Supervisor's start-up, after the workers are up:
+
+1. pending operations: a Close that was interrupted is finished (remove, delete the row); what an
+   unanswered Request may have built is removed (the row goes, or falls back to the cross-connect
+   applied before it);
+2. committed cross-connects: when an end's pod namespace is gone, that end is marked DOWN (nsmd
+   closes or heals on it); otherwise, if any of its tagged interfaces is missing, it is built
+   again from its stored plan;
+3. orphans: tagged interfaces whose id no row owns (e.g. the state file was deleted) are removed.
+
+The restored records are returned for the ConnectionActors and the Monitor, so the
+INITIAL_STATE_TRANSFER after a restart carries every cross-connect with all its parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from nsm_forwarder.actors.connection import with_down
+from nsm_forwarder.actors.store import Record, Store
+from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.drivers.errors import ForwarderError
+from nsm_forwarder.drivers.plan import is_remote
+from nsm_forwarder.proto import crossconnect_pb2
+
+log = logging.getLogger(__name__)
+
+#: Tag side of each connection of a cross-connect.
+TAG_SIDE = {"source": "src", "destination": "dst"}
+
+
+def local_ends(data: bytes) -> list[tuple[str, int]]:
+    """(connection, netns inode) of each end of the cross-connect that lives on this node."""
+    xcon = crossconnect_pb2.CrossConnect.FromString(data)
+    ends = []
+    for side in ("source", "destination"):
+        conn = getattr(xcon, side)
+        if not conn.HasField("mechanism") or is_remote(conn):
+            continue
+        inode = conn.mechanism.parameters.get("netnsInode", "")
+        if inode.isdigit():
+            ends.append((side, int(inode)))
+    return ends
+
+
+@dataclass
+class Report:
+    restored: list[Record] = field(default_factory=list)
+    finished_closes: int = 0
+    swept_requests: int = 0
+    reapplied: int = 0
+    marked_down: int = 0
+    orphans: int = 0
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.restored)} cross-connects restored ({self.reapplied} rebuilt, "
+            f"{self.marked_down} with a pod gone), {self.finished_closes} interrupted closes "
+            f"finished, {self.swept_requests} interrupted requests swept, "
+            f"{self.orphans} orphan interfaces removed"
+        )
+
+
+def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
+    report = Report()
+    committed = [_settle_pending(store, pool, rec, report) for rec in store.load()]
+    observed: list[dict[str, Any]] = pool.call("observe")
+    present = {(o["id"], o["side"], o["inode"]) for o in observed}
+    for rec in committed:
+        if rec is not None:
+            report.restored.append(_check(store, pool, rec, present, live_inodes, report))
+    owned = {rec.id for rec in report.restored}
+    orphans = [o for o in observed if o["id"] not in owned]
+    if orphans:
+        for o in orphans:
+            log.info(
+                "orphan interface %s (id %s) in netns %d: removing", o["name"], o["id"], o["inode"]
+            )
+        report.orphans = pool.call("sweep", orphans)
+    return report
+
+
+def _settle_pending(store: Store, pool: WorkerPool, rec: Record, report: Report) -> Record | None:
+    """Finish or undo an operation a crash interrupted; the committed record, or None."""
+    pending = rec.pending
+    if pending is None:
+        return rec if rec.applied is not None else None
+    if pending.get("op") == "close":
+        if rec.applied is not None:
+            pool.call("remove", rec.applied)
+        store.delete(rec.id)
+        report.finished_closes += 1
+        log.info("id=%s: interrupted Close finished", rec.id)
+        return None
+    plan = pending.get("plan")
+    if plan is not None:
+        pool.call("remove", plan)
+    report.swept_requests += 1
+    if rec.applied is None or rec.xcon is None or rec.plan is None:
+        store.delete(rec.id)
+        log.info("id=%s: interrupted first Request swept", rec.id)
+        return None
+    store.clear_pending(rec.id)
+    log.info("id=%s: interrupted update swept; keeping the previous cross-connect", rec.id)
+    return Record(rec.id, rec.xcon, rec.plan, rec.applied, None)
+
+
+def _check(
+    store: Store,
+    pool: WorkerPool,
+    rec: Record,
+    present: set[tuple[str, str, int]],
+    live: set[int],
+    report: Report,
+) -> Record:
+    assert rec.xcon is not None and rec.plan is not None and rec.applied is not None
+    ends = local_ends(rec.xcon)
+    gone = [side for side, inode in ends if inode not in live]
+    if gone:
+        report.marked_down += 1
+        down = with_down(rec.xcon, gone)
+        if down is None:
+            return rec
+        store.set_xcon(rec.id, down)
+        log.info("id=%s: pod of %s gone; marked DOWN", rec.id, " and ".join(gone))
+        return Record(rec.id, down, rec.plan, rec.applied, None)
+    missing = [s for s, inode in ends if (rec.id, TAG_SIDE[s], inode) not in present]
+    if not missing:
+        return rec
+    log.info("id=%s: interfaces of %s missing; rebuilding", rec.id, " and ".join(missing))
+    try:
+        pool.call("remove", rec.applied)
+        applied = pool.call("apply", rec.plan)
+    except ForwarderError as exc:
+        log.error("id=%s: could not rebuild (%s); marking it DOWN", rec.id, exc)
+        down = with_down(rec.xcon, [s for s, _ in ends]) or rec.xcon
+        store.set_xcon(rec.id, down)
+        report.marked_down += 1
+        return Record(rec.id, down, rec.plan, rec.applied, None)
+    store.commit(rec.id, rec.xcon, rec.plan, applied)
+    report.reapplied += 1
+    return Record(rec.id, rec.xcon, rec.plan, applied, None)
