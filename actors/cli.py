@@ -75,8 +75,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     log = logging.getLogger("nsm_forwarder")
     log.info("config: %s", " ".join(f"{k}={v}" for k, v in as_log_dict(settings).items()))
-    if settings.metrics_enabled:
-        log.warning("METRICS_COLLECTOR_ENABLED=true: metrics events are not implemented yet")
     return asyncio.run(Supervisor(settings).run())
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,6 +33,7 @@ from nsm_forwarder.actors.messages import (
     Unsubscribe,
     XconnApplied,
 )
+from nsm_forwarder.actors.metrics import Metrics, mechanism_of
 from nsm_forwarder.actors.runtime import ask, tell
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
@@ -115,33 +117,42 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> N
 
 
 class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
-    def __init__(self, connections: Connections) -> None:
+    def __init__(self, connections: Connections, metrics: Metrics) -> None:
         self.connections = connections
+        self.metrics = metrics
+
+    async def _route(
+        self, kind: str, request: crossconnect_pb2.CrossConnect, context: grpc.aio.ServicerContext
+    ) -> Any:
+        """Send the request to its ConnectionActor; errors end the call with their status."""
+        if not request.id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
+        message = (ApplyXconn if kind == "request" else CloseXconn)(
+            xcon=request.SerializeToString()
+        )
+        start = time.perf_counter()
+        result = "OK"
+        try:
+            return await self.connections.ask(request.id, message)
+        except Exception as exc:
+            result = exc.code if isinstance(exc, ForwarderError) else "UNAVAILABLE"
+            await abort_with(context, exc)
+            raise
+        finally:
+            self.metrics.observe_rpc(
+                kind, mechanism_of(request), result, time.perf_counter() - start
+            )
 
     async def Request(
         self, request: crossconnect_pb2.CrossConnect, context: grpc.aio.ServicerContext
     ) -> crossconnect_pb2.CrossConnect:
-        if not request.id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
-        try:
-            reply: XconnApplied = await self.connections.ask(
-                request.id, ApplyXconn(xcon=request.SerializeToString())
-            )
-        except Exception as exc:
-            await abort_with(context, exc)
-            raise
+        reply: XconnApplied = await self._route("request", request, context)
         return crossconnect_pb2.CrossConnect.FromString(reply.xcon)
 
     async def Close(
         self, request: crossconnect_pb2.CrossConnect, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
-        if not request.id:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
-        try:
-            await self.connections.ask(request.id, CloseXconn(xcon=request.SerializeToString()))
-        except Exception as exc:
-            await abort_with(context, exc)
-            raise
+        await self._route("close", request, context)
         return empty_pb2.Empty()
 
 

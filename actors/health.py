@@ -1,4 +1,5 @@
-"""Health: HTTP probes for Kubernetes (``/liveness``, ``/readiness``) on the health port.
+"""Health: HTTP probes for Kubernetes (``/liveness``, ``/readiness``) and Prometheus
+``/metrics`` on the health port.
 
 Accepts:  HTTP GET requests; ``set_goal(name, done)`` from the Supervisor as start-up advances.
 Sends:    nothing.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,10 @@ _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Servic
 
 
 class Health:
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, metrics: Callable[[], bytes] | None = None) -> None:
         self.host = host
         self.port = port
+        self.metrics = metrics
         self.goals: dict[str, bool] = dict.fromkeys(GOALS, False)
         self._server: asyncio.AbstractServer | None = None
 
@@ -48,7 +51,7 @@ class Health:
         """Listen; return the bound port (useful when configured as 0)."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info("health probes on http://%s:%d/{liveness,readiness}", self.host, self.port)
+        log.info("health probes on http://%s:%d/{liveness,readiness,metrics}", self.host, self.port)
         return self.port
 
     async def stop(self) -> None:
@@ -65,7 +68,9 @@ class Health:
             return 200, "OK\n"
         if path == "/readiness":
             return self.readiness()
-        return 404, "not found; try /liveness or /readiness\n"
+        if path == "/metrics" and self.metrics is not None:
+            return 200, self.metrics().decode()
+        return 404, "not found; try /liveness, /readiness or /metrics\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

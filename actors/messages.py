@@ -97,6 +97,15 @@ class XconnDeleted(Message):
     xcon: bytes
 
 
+@dataclasses.dataclass(frozen=True)
+class MetricsCollected(Message):
+    """Event: interface counters, keyed ``SRC-<id>`` / ``DST-<id>`` (values are decimal
+    strings, spec §4.9); becomes an UPDATE event carrying only ``metrics``."""
+
+    TAG: ClassVar[str] = "metrics"
+    metrics: dict[str, dict[str, str]]
+
+
 # --- Frontend -> Monitor -------------------------------------------------------------------------
 
 
@@ -159,6 +168,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         QueryIdle,
         XconnUpdated,
         XconnDeleted,
+        MetricsCollected,
         Subscribe,
         Unsubscribe,
         ListXconns,

@@ -1,6 +1,8 @@
 """Monitor: the cross-connect event hub behind MonitorCrossConnects.
 
-Accepts:  XconnUpdated / XconnDeleted (tell, from ConnectionActors); Subscribe -> serialized
+Accepts:  XconnUpdated / XconnDeleted (tell, from ConnectionActors); MetricsCollected (tell,
+          from the metrics poller; an UPDATE with only ``metrics``, so nsmd does not re-run its
+          per-cross-connect update every period, unlike upstream); Subscribe -> serialized
           INITIAL_STATE_TRANSFER event (ask); Unsubscribe (tell); ListXconns -> [bytes] (ask).
 Sends:    serialized ``crossconnect.CrossConnectEvent`` bytes to each subscriber through the
           ``deliver(sub_id, event)`` callable it was built with (the Frontend's delivery table).
@@ -21,6 +23,7 @@ from typing import Any
 from nsm_forwarder.actors.messages import (
     ListXconns,
     Message,
+    MetricsCollected,
     Subscribe,
     Unsubscribe,
     XconnDeleted,
@@ -58,6 +61,12 @@ class MonitorActor(BaseActor):
             xcon = crossconnect_pb2.CrossConnect.FromString(message.xcon)
             self.xcons.pop(xcon.id, None)
             self._publish(event_bytes(crossconnect_pb2.DELETE, [xcon]))
+            return None
+        if isinstance(message, MetricsCollected):
+            event = crossconnect_pb2.CrossConnectEvent(type=crossconnect_pb2.UPDATE)
+            for key, counters in message.metrics.items():
+                event.metrics[key].metrics.update(counters)
+            self._publish(event.SerializeToString())
             return None
         if isinstance(message, Subscribe):
             self.subscribers.add(message.sub_id)

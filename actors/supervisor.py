@@ -8,8 +8,10 @@ Start-up phases (numbered and timed in the log):
   5 reconcile  make the data plane and the Store agree (see reconcile.py); restore actors
   6 grpc       clean a stale socket, listen on FORWARDER_SOCKET, serve the API + health service
   7 register   start the Registrar (registration with nsmd runs in the background)
-Then the pod liveness check runs every CROSS_CONNECT_LIVENESS_CHECK_INTERVAL: an end whose pod
-network namespace disappeared is marked DOWN (an UPDATE event; nsmd closes or heals on it).
+Then the pod liveness check runs every CROSS_CONNECT_LIVENESS_CHECK_INTERVAL (an end whose pod
+network namespace disappeared is marked DOWN: an UPDATE event; nsmd closes or heals on it), and
+interface counters are read every METRICS_COLLECTOR_REQUEST_PERIOD for /metrics (and sent to
+nsmd as metrics events when METRICS_COLLECTOR_ENABLED).
 Shutdown (SIGTERM / SIGINT), in reverse: unregister from nsmd, stop serving (monitor streams
 end), remove the socket, stop actors, stop workers, close the Store, stop probes; exit code 0.
 
@@ -26,6 +28,7 @@ import signal
 import sqlite3
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -41,6 +44,7 @@ from nsm_forwarder.actors.frontend import (
 )
 from nsm_forwarder.actors.health import Health
 from nsm_forwarder.actors.messages import ListXconns, MarkDown, XconnUpdated
+from nsm_forwarder.actors.metrics import Metrics
 from nsm_forwarder.actors.monitor import MonitorActor
 from nsm_forwarder.actors.reconcile import local_ends, reconcile
 from nsm_forwarder.actors.registrar import Registrar
@@ -99,10 +103,11 @@ class Supervisor:
         self.connections: Connections | None = None
         self.server: grpc.aio.Server | None = None
         self.grpc_health: Any = None
-        self.health = Health(settings.health_host, settings.health_port)
+        self.metrics = Metrics(settings.metrics_enabled)
+        self.health = Health(settings.health_host, settings.health_port, self.metrics.render)
         self.registrar: Registrar | None = None
         self.store: Store | None = None
-        self._liveness: asyncio.Task[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
         self._socket_path: str | None = None
 
     # --- start-up -----------------------------------------------------------------------------
@@ -139,7 +144,10 @@ class Supervisor:
         )
         for number, (name, step) in enumerate(zip(PHASES, steps, strict=True), 1):
             await self._phase(number, name, step())
-        self._liveness = asyncio.create_task(self._watch_pods(), name="pod-liveness")
+        self._loops = [
+            asyncio.create_task(self._watch_pods(), name="pod-liveness"),
+            asyncio.create_task(self._collect_metrics(), name="metrics"),
+        ]
         log.info("startup completed in %.0f ms", (time.monotonic() - self.started) * 1000)
 
     async def _open_store(self) -> None:
@@ -193,7 +201,7 @@ class Supervisor:
         assert self.connections is not None
         server = grpc.aio.server()
         forwarder_pb2_grpc.add_ForwarderServicer_to_server(
-            ForwarderService(self.connections), server
+            ForwarderService(self.connections, self.metrics), server
         )
         update = mechanism_update(tuple(caps["local"]), tuple(caps["remote"]), str(s.src_ip))
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(
@@ -227,19 +235,36 @@ class Supervisor:
                 f"{self.settings.health_port}: {exc.strerror}"
             ) from None
 
-    async def _watch_pods(self) -> None:
-        """Every liveness interval: mark DOWN the ends whose pod namespace disappeared."""
-        interval = self.settings.liveness_interval.total_seconds()
+    async def _every(
+        self, interval: float, what: str, action: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Run ``action`` every ``interval`` seconds until shutdown; errors are logged."""
         while not self.stopping.is_set():
             try:
-                await asyncio.wait_for(self.stopping.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self.stopping.wait()
                 return
             except TimeoutError:
                 pass
             try:
-                await self._check_pods()
+                await action()
             except Exception:
-                log.exception("pod liveness check failed; trying again next interval")
+                log.exception("%s failed; trying again next interval", what)
+
+    async def _watch_pods(self) -> None:
+        """Every liveness interval: mark DOWN the ends whose pod namespace disappeared."""
+        interval = self.settings.liveness_interval.total_seconds()
+        await self._every(interval, "pod liveness check", self._check_pods)
+
+    async def _collect_metrics(self) -> None:
+        """Every metrics period: interface counters for /metrics (and events if enabled)."""
+        self.metrics.pool = self.pool
+        self.metrics.monitor = self.monitor
+        if self.registrar is not None:
+            registrar = self.registrar
+            self.metrics.registration_state = lambda: registrar.state.value
+        interval = self.settings.metrics_period.total_seconds()
+        await self._every(interval, "metrics collection", self.metrics.poll)
 
     async def _check_pods(self) -> None:
         assert self.connections is not None
@@ -295,8 +320,8 @@ class Supervisor:
     async def shutdown(self) -> None:
         self.stopping.set()
         start = time.monotonic()
-        if self._liveness is not None:
-            self._liveness.cancel()
+        for task in self._loops:
+            task.cancel()
         if self.registrar is not None:
             await self.registrar.stop(unregister=True)
             log.info("shutdown 1/5: registration withdrawn")

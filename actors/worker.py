@@ -2,7 +2,7 @@
 
 Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), methods
           ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``observe()``, ``sweep(found)``,
-          ``ping()``.
+          ``stats(entries)``, ``ping()``.
 Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
 Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
           forwarder runs in a process like this one, never in the gRPC process.
@@ -55,6 +55,8 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
             result = driver.observe()
         elif call.method == "sweep":
             result = driver.sweep(call.args[0])
+        elif call.method == "stats":
+            result = driver.stats(call.args[0])
         elif call.method == "ping":
             result = "pong"
         else:

@@ -399,16 +399,16 @@ class Settings(BaseSettings):
         False,
         validation_alias="METRICS_COLLECTOR_ENABLED",
         description=(
-            "Collect interface metrics and send them to nsmd (not implemented yet: a warning "
-            "is logged when true). Go bool; unlike upstream, an invalid value is an error."
+            "Send interface metrics to nsmd as cross-connect events every metrics_period "
+            "(/metrics is always served). Go bool; unlike upstream, an invalid value is an error."
         ),
     )
     metrics_period: GoDuration = Field(
         timedelta(seconds=2),
         validation_alias="METRICS_COLLECTOR_REQUEST_PERIOD",
         description=(
-            "Metrics collection period, a Go duration > 0. Unlike upstream, an invalid value "
-            "is an error (checked even when metrics are off)."
+            "Interface counter collection period (for /metrics, and metrics events when enabled), "
+            "a Go duration > 0. Unlike upstream, an invalid value is an error."
         ),
     )
     src_ip: IPAddress = Field(
@@ -423,8 +423,8 @@ class Settings(BaseSettings):
         timedelta(seconds=1),
         validation_alias="CROSS_CONNECT_LIVENESS_CHECK_INTERVAL",
         description=(
-            "Interval of the pod-netns liveness check (not implemented yet), a Go duration "
-            "> 0. Unlike upstream, an empty or invalid value is an error."
+            "Interval of the pod-netns liveness check (an end whose pod is gone is reported DOWN), "
+            "a Go duration > 0. Unlike upstream, an empty or invalid value is an error."
         ),
     )
     insecure: GoBool = Field(
@@ -461,21 +461,21 @@ class Settings(BaseSettings):
         None,
         validation_alias="NSM_FORWARDER_STATE_DIR",
         description=(
-            "Directory for persisted cross-connect state (not written yet: state is in "
-            "memory); unset means <base_dir>/forwarder-state/<name>."
+            "Directory of the crash-safe cross-connect store (SQLite); unset means "
+            "<base_dir>/forwarder-state/<name>."
         ),
     )
     health_host: NonEmptyStr = Field(
         "0.0.0.0",
         validation_alias="NSM_FORWARDER_HEALTH_HOST",
-        description="Address of the HTTP probes (/liveness, /readiness).",
+        description="Address of the HTTP probes (/liveness, /readiness) and /metrics.",
     )
     health_port: Int = Field(
         5555,
         ge=0,
         le=65535,
         validation_alias="NSM_FORWARDER_HEALTH_PORT",
-        description="Port of the HTTP probes (0 = pick a free port).",
+        description="Port of the HTTP probes and /metrics (0 = pick a free port).",
     )
     log_level: LogLevel = Field(
         "INFO",

@@ -72,6 +72,9 @@ class Driver(Protocol):
       ``{"id", "side", "inode", "name", "ifindex"}`` dicts (reads the kernel, never a cache).
     - ``sweep(found)``: delete those ``observe`` entries (orphans no cross-connect owns) that
       still carry their tag, with anything the driver runs for them; returns how many.
+    - ``stats(entries)``: counters (``rx_bytes``, ``tx_bytes``, ``rx_packets``, ``tx_packets``,
+      ``rx_error_packets``, ``tx_error_packets``) of each ``{"key", "inode", "name"}`` pod
+      interface, keyed by ``key``; interfaces that are gone are left out.
     """
 
     name: str
@@ -85,3 +88,5 @@ class Driver(Protocol):
     def observe(self) -> list[dict[str, Any]]: ...
 
     def sweep(self, found: list[dict[str, Any]]) -> int: ...
+
+    def stats(self, entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]: ...

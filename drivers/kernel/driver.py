@@ -39,6 +39,7 @@ from nsm_forwarder.drivers.kernel.ops import (
     step,
     to_forwarder_error,
 )
+from nsm_forwarder.drivers.kernel.stats import read_stats
 from nsm_forwarder.drivers.kernel.sweep import sweep_tagged
 from nsm_forwarder.drivers.kernel.undo import UndoStack
 from nsm_forwarder.drivers.registry import driver_info
@@ -395,6 +396,10 @@ class KernelDriver:
                     raise
 
     # -- observe ---------------------------------------------------------------------------
+
+    def stats(self, entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+        """See :class:`~nsm_forwarder.drivers.base.Driver`."""
+        return read_stats(entries)
 
     def sweep(self, found: list[dict[str, Any]]) -> int:
         """See :class:`~nsm_forwarder.drivers.base.Driver`."""

@@ -17,6 +17,7 @@ SAMPLES: list[m.Message] = [
     m.QueryIdle(),
     m.XconnUpdated(xcon=b"abc"),
     m.XconnDeleted(xcon=b"abc"),
+    m.MetricsCollected(metrics={"SRC-x": {"rx_bytes": "10"}}),
     m.Subscribe(sub_id="s1"),
     m.Unsubscribe(sub_id="s1"),
     m.ListXconns(),

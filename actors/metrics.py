@@ -1,0 +1,137 @@
+"""Metrics: Prometheus ``/metrics`` for operators and, with METRICS_COLLECTOR_ENABLED, NSM
+metrics events for nsmd.
+
+Accepts:  ``observe_rpc(kind, mechanism, result, seconds)`` from the Frontend; ``poll()`` from
+          the Supervisor's metrics loop (every METRICS_COLLECTOR_REQUEST_PERIOD).
+Sends:    a ``stats`` WorkerCall (interface counters of every local cross-connect end) per poll;
+          MetricsCollected to the Monitor when metrics events are enabled.
+Guarantees: ``/metrics`` always works: cross-connects gauge, per-end interface counters from the
+          last poll, Request/Close latency histograms by mechanism and result, worker restarts,
+          registration state. Counter keys are ``SRC-<id>`` / ``DST-<id>`` (spec §4.9).
+Threads:  the asyncio loop; the worker call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pykka
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from nsm_forwarder.actors.messages import ListXconns, MetricsCollected
+from nsm_forwarder.actors.reconcile import local_ends
+from nsm_forwarder.actors.runtime import ask, tell
+from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.proto import crossconnect_pb2
+
+log = logging.getLogger(__name__)
+
+PREFIX = "nsm_forwarder"
+SIDE_KEY = {"source": "SRC", "destination": "DST"}
+
+
+def mechanism_of(xcon: crossconnect_pb2.CrossConnect) -> str:
+    """The label of a cross-connect: its remote mechanism type if any, else the local one."""
+    types = [xcon.source.mechanism.type, xcon.destination.mechanism.type]
+    remote = [t for t in types if t and t != "KERNEL_INTERFACE"]
+    return (remote or types or ["unknown"])[0] or "unknown"
+
+
+def stats_entries(xcons: list[bytes]) -> list[dict[str, Any]]:
+    """``{"key", "inode", "name"}`` of every local end of these cross-connects."""
+    entries = []
+    for data in xcons:
+        xcon = crossconnect_pb2.CrossConnect.FromString(data)
+        for side, inode in local_ends(data):
+            name = getattr(xcon, side).mechanism.parameters.get("name", "")
+            entries.append({"key": f"{SIDE_KEY[side]}-{xcon.id}", "inode": inode, "name": name})
+    return entries
+
+
+class _LiveCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        m = self.metrics
+        yield GaugeMetricFamily(
+            f"{PREFIX}_cross_connects", "Cross-connects applied now.", value=m.xcon_count
+        )
+        restarts = CounterMetricFamily(
+            f"{PREFIX}_worker_restarts", "Worker processes replaced after dying."
+        )
+        restarts.add_metric([], m.pool.restarts if m.pool else 0)
+        yield restarts
+        registered = GaugeMetricFamily(
+            f"{PREFIX}_registered", "1 while registered with nsmd, else 0.", labels=["state"]
+        )
+        state = m.registration_state()
+        registered.add_metric([state], 1.0 if state == "registered" else 0.0)
+        yield registered
+        for counter in ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets"):
+            yield self._interface(counter, counter.replace("_", " "))
+        yield self._interface("rx_error_packets", "received packets with errors")
+        yield self._interface("tx_error_packets", "transmit errors")
+
+    def _interface(self, counter: str, text: str) -> CounterMetricFamily:
+        family = CounterMetricFamily(
+            f"{PREFIX}_interface_{counter}",
+            f"Pod interface {text}, per cross-connect end (key SRC-<id> / DST-<id>).",
+            labels=["key"],
+        )
+        for key, values in sorted(self.metrics.counters.items()):
+            family.add_metric([key], values.get(counter, 0))
+        return family
+
+
+class Metrics:
+    def __init__(self, events_enabled: bool) -> None:
+        self.events_enabled = events_enabled
+        self.registry = CollectorRegistry()
+        self.pool: WorkerPool | None = None
+        self.monitor: pykka.ActorRef[Any] | None = None
+        self.registration_state: Callable[[], str] = lambda: "not_started"
+        self.xcon_count = 0
+        self.counters: dict[str, dict[str, int]] = {}
+        buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+        self.request_seconds = Histogram(
+            f"{PREFIX}_request_seconds",
+            "Forwarder.Request latency.",
+            ["mechanism", "result"],
+            registry=self.registry,
+            buckets=buckets,
+        )
+        self.close_seconds = Histogram(
+            f"{PREFIX}_close_seconds",
+            "Forwarder.Close latency.",
+            ["mechanism", "result"],
+            registry=self.registry,
+            buckets=buckets,
+        )
+        self.registry.register(_LiveCollector(self))
+
+    def observe_rpc(self, kind: str, mechanism: str, result: str, seconds: float) -> None:
+        histogram = self.request_seconds if kind == "request" else self.close_seconds
+        histogram.labels(mechanism=mechanism, result=result).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    async def poll(self) -> None:
+        """Read every local end's counters; publish a metrics event if enabled."""
+        assert self.pool is not None and self.monitor is not None
+        xcons: list[bytes] = await ask(self.monitor, ListXconns())
+        self.xcon_count = len(xcons)
+        entries = stats_entries(xcons)
+        counters: dict[str, dict[str, int]] = (
+            await asyncio.to_thread(self.pool.call, "stats", entries) if entries else {}
+        )
+        self.counters = counters
+        if self.events_enabled and counters:
+            as_text = {k: {n: str(v) for n, v in c.items()} for k, c in counters.items()}
+            tell(self.monitor, MetricsCollected(metrics=as_text))
