@@ -17,6 +17,7 @@ INITIAL_STATE_TRANSFER after a restart carries every cross-connect with all its 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,22 +66,45 @@ class Report:
         )
 
 
+class _Steps:
+    """Logs ``reconcile step N/3 <what>: <result> in X ms``."""
+
+    def __init__(self) -> None:
+        self.number = 0
+        self.start = time.monotonic()
+
+    def done(self, what: str, result: str) -> None:
+        self.number += 1
+        took = (time.monotonic() - self.start) * 1000
+        log.info("reconcile step %d/3 %s: %s in %.0f ms", self.number, what, result, took)
+        self.start = time.monotonic()
+
+
 def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
     report = Report()
+    steps = _Steps()
     committed = [_settle_pending(store, pool, rec, report) for rec in store.load()]
+    steps.done(
+        "pending operations",
+        f"{report.finished_closes} closes finished, {report.swept_requests} requests swept",
+    )
     observed: list[dict[str, Any]] = pool.call("observe")
     present = {(o["id"], o["side"], o["inode"]) for o in observed}
     for rec in committed:
         if rec is not None:
             report.restored.append(_check(store, pool, rec, present, live_inodes, report))
+    steps.done(
+        "stored vs observed",
+        f"{len(report.restored)} kept, {report.reapplied} rebuilt, "
+        f"{report.marked_down} with a pod gone ({len(observed)} tagged interfaces seen)",
+    )
     owned = {rec.id for rec in report.restored}
     orphans = [o for o in observed if o["id"] not in owned]
+    for o in orphans:
+        log.info("orphan %s (id %s) in netns %d: removing", o["name"], o["id"], o["inode"])
     if orphans:
-        for o in orphans:
-            log.info(
-                "orphan interface %s (id %s) in netns %d: removing", o["name"], o["id"], o["inode"]
-            )
         report.orphans = pool.call("sweep", orphans)
+    steps.done("orphans", f"{report.orphans} removed")
     return report
 
 
