@@ -61,6 +61,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from nsm_forwarder.config.faults import FaultPlanError, parse_plan
+
 __all__ = [
     "CONFIG_ENV_VAR",
     "DEFAULT_CONFIG_PATH",
@@ -323,6 +325,16 @@ def _log_level(value: Any) -> Any:
     return level
 
 
+def _fault_plan(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError("must be a fault plan string such as 'worker-1:crash:after=3'")
+    try:
+        parse_plan(value)
+    except FaultPlanError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
 GoBool = Annotated[bool, BeforeValidator(_to_go_bool)]
 GoDuration = Annotated[timedelta, BeforeValidator(_to_duration), AfterValidator(_positive_duration)]
 NonEmptyStr = Annotated[str, BeforeValidator(_non_empty)]
@@ -515,6 +527,29 @@ class Settings(BaseSettings):
         timedelta(seconds=5),
         validation_alias="NSM_FORWARDER_REGISTRAR_TIMEOUT",
         description="Deadline of one registration RPC to nsmd, a duration > 0.",
+    )
+    max_restarts: Int = Field(
+        5,
+        ge=1,
+        le=1000,
+        validation_alias="NSM_FORWARDER_MAX_RESTARTS",
+        description=(
+            "Restart intensity limit: more than this many actor or worker restarts within "
+            "restart_window make the forwarder exit non-zero (Kubernetes restarts the pod)."
+        ),
+    )
+    restart_window: GoDuration = Field(
+        timedelta(seconds=10),
+        validation_alias="NSM_FORWARDER_RESTART_WINDOW",
+        description="The window of the restart intensity limit, a duration > 0.",
+    )
+    faults: Annotated[str, BeforeValidator(_fault_plan)] = Field(
+        "",
+        validation_alias="NSM_FORWARDER_FAULTS",
+        description=(
+            "Fault plan for fault-injection tests, e.g. 'worker-1:crash:after=3,"
+            "driver:delay=200ms' (see docs/faults.md); empty (the default) injects nothing."
+        ),
     )
 
     @classmethod

@@ -99,6 +99,9 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "reregister_interval",
         "operation_timeout",
         "registrar_timeout",
+        "max_restarts",
+        "restart_window",
+        "faults",
     }
     assert set(data) == own
     from_file = Settings(src_ip="10.0.0.1", **data)
