@@ -36,6 +36,9 @@ def add_run_command(sub: Any) -> None:
         ("--vxlan-port", "UDP port of VXLAN tunnels", int),
         ("--reregister-interval", "registration retry interval (e.g. 5s)", str),
         ("--operation-timeout", "data-plane operation timeout (e.g. 10s)", str),
+        ("--max-restarts", "restart intensity limit (restarts per window)", int),
+        ("--restart-window", "restart intensity window (e.g. 10s)", str),
+        ("--faults", "fault plan for fault-injection tests (see docs/faults.md)", str),
     ]
     for flag, text, kind in flags:
         run.add_argument(flag, help=text, type=kind, default=None)
@@ -51,13 +54,13 @@ def setup_logging(level: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nsm_forwarder.actors.supervisor import Supervisor
+    from nsm_forwarder.actors.supervisor import serve
     from nsm_forwarder.config.settings import SettingsError, as_log_dict, load_settings
 
     names = [
         *("name", "socket", "registrar_socket", "src_ip", "driver", "workers", "state_dir"),
         *("health_host", "health_port", "log_level", "mtu", "vxlan_port", "reregister_interval"),
-        "operation_timeout",
+        *("operation_timeout", "max_restarts", "restart_window", "faults"),
     ]
     flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     try:
@@ -75,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level)
     log = logging.getLogger("nsm_forwarder")
     log.info("config: %s", " ".join(f"{k}={v}" for k, v in as_log_dict(settings).items()))
-    return asyncio.run(Supervisor(settings).run())
+    return asyncio.run(serve(settings))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -23,11 +23,11 @@ Owns:     the applied record, plan and cross-connect bytes of its id; nothing el
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import Any
 
-import pykka
-
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
@@ -39,27 +39,38 @@ from nsm_forwarder.actors.messages import (
     XconnDeleted,
     XconnUpdated,
 )
-from nsm_forwarder.actors.runtime import BaseActor, tell
+from nsm_forwarder.actors.reconcile import Report, settle_pending
+from nsm_forwarder.actors.runtime import BaseActor, Link, hang_forever
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.actors.xcons import with_down
 from nsm_forwarder.drivers.base import Applied, Plan
-from nsm_forwarder.drivers.errors import ForwarderError, InvalidRequest
+from nsm_forwarder.drivers.errors import ForwarderError, InvalidRequest, WorkerLost
 from nsm_forwarder.drivers.plan import describe, plan_from_xcon
-from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
+from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
 
 
-def with_down(data: bytes, sides: list[str]) -> bytes | None:
-    """The cross-connect with those ends' state set DOWN, or None if they already were."""
-    xcon = crossconnect_pb2.CrossConnect.FromString(data)
-    changed = False
-    for side in sides:
-        conn = getattr(xcon, side)
-        if conn.state != connection_pb2.DOWN:
-            conn.state = connection_pb2.DOWN
-            changed = True
-    return xcon.SerializeToString() if changed else None
+class _Guarded:
+    """The worker pool, Store or Monitor link as seen by one ConnectionActor: once the actor has
+    been abandoned (it hung and was replaced), it may not touch any of them again, so a late
+    wake-up can never undo what its replacement did."""
+
+    def __init__(self, target: Any, abandoned: threading.Event, xcon_id: str) -> None:
+        self._target = target
+        self._abandoned = abandoned
+        self._xcon_id = xcon_id
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._target, name)
+
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            if self._abandoned.is_set():
+                raise WorkerLost(f"the actor of {self._xcon_id} was replaced; {name} not run")
+            return method(*args, **kwargs)
+
+        return guarded
 
 
 class ConnectionActor(BaseActor):
@@ -67,22 +78,43 @@ class ConnectionActor(BaseActor):
         self,
         xcon_id: str,
         pool: WorkerPool,
-        monitor: pykka.ActorRef[Any],
+        monitor: Link,
         store: Store,
         mtu: int,
         restored: Record | None = None,
+        *,
+        faults: Injector | None = None,
+        abandoned: threading.Event | None = None,
     ) -> None:
         super().__init__()
         self.xcon_id = xcon_id
-        self.pool = pool
-        self.monitor = monitor
-        self.store = store
+        abandoned = abandoned or threading.Event()
+        self.pool: WorkerPool = _Guarded(pool, abandoned, xcon_id)  # type: ignore[assignment]
+        self.monitor: Link = _Guarded(monitor, abandoned, xcon_id)  # type: ignore[assignment]
+        self.store: Store = _Guarded(store, abandoned, xcon_id)  # type: ignore[assignment]
         self.mtu = mtu
-        self.applied: Applied | None = restored.applied if restored else None
-        self.plan: Plan | None = restored.plan if restored else None
-        self.xcon: bytes | None = restored.xcon if restored else None
+        self.faults = faults or Injector("connection", ())
+        self.restored = restored
+        self.applied: Applied | None = None
+        self.plan: Plan | None = None
+        self.xcon: bytes | None = None
+
+    def on_start(self) -> None:
+        """Take over the Store's row of this id (after a restart), finishing or undoing an
+        operation that the previous actor left pending."""
+        rec = self.restored
+        if rec is not None and rec.pending is not None:
+            rec = settle_pending(self.store, self.pool, rec, Report())
+        if rec is not None and rec.applied is not None:
+            self.applied, self.plan, self.xcon = rec.applied, rec.plan, rec.xcon
 
     def handle(self, message: Message) -> Any:
+        action = self.faults.check(message.TAG)
+        if action is CRASH:
+            self.crash()
+            raise WorkerLost(f"the actor of cross-connect {self.xcon_id} crashed (injected)")
+        if action is HANG:
+            hang_forever()
         if isinstance(message, ApplyXconn):
             return self._timed("request", self._apply_xconn, message.xcon)
         if isinstance(message, CloseXconn):
@@ -145,7 +177,7 @@ class ConnectionActor(BaseActor):
             detail = describe(plan)
         self.store.commit(self.xcon_id, data, plan, applied)
         self.applied, self.plan, self.xcon = applied, plan, data
-        tell(self.monitor, XconnUpdated(xcon=data))
+        self.monitor.tell(XconnUpdated(xcon=data))
         return XconnApplied(xcon=data), detail
 
     def _build(self, plan: Plan) -> Applied:
@@ -178,7 +210,7 @@ class ConnectionActor(BaseActor):
             self.applied = self.plan = self.xcon = None
             self.store.delete(self.xcon_id)
             if old_xcon is not None:
-                tell(self.monitor, XconnDeleted(xcon=old_xcon))
+                self.monitor.tell(XconnDeleted(xcon=old_xcon))
 
     def _call(self, method: str, arg: Any) -> Any:
         """A worker call retried once when the worker was lost."""
@@ -202,7 +234,7 @@ class ConnectionActor(BaseActor):
         stored = self.xcon or data
         detail = describe(self.plan) if self.plan else ""
         self.applied = self.plan = self.xcon = None
-        tell(self.monitor, XconnDeleted(xcon=stored))
+        self.monitor.tell(XconnDeleted(xcon=stored))
         return XconnClosed(id=self.xcon_id, known=True), detail
 
     def _sweep(self, data: bytes) -> None:
@@ -224,5 +256,5 @@ class ConnectionActor(BaseActor):
         self.xcon = changed
         self.store.set_xcon(self.xcon_id, changed)
         log.info("pod gone: id=%s %s DOWN", self.xcon_id, " and ".join(sides))
-        tell(self.monitor, XconnUpdated(xcon=changed))
+        self.monitor.tell(XconnUpdated(xcon=changed))
         return True

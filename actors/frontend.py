@@ -3,7 +3,7 @@
 Accepts:  gRPC calls: Forwarder.Request / Close, MechanismsMonitor.MonitorMechanisms,
           MonitorCrossConnect.MonitorCrossConnects, grpc.health.v1.Health.
 Sends:    ApplyXconn / CloseXconn to the ConnectionActor of the cross-connect's id (created on
-          demand, stopped when it holds nothing); Subscribe / Unsubscribe to the Monitor.
+          demand, stopped when it holds nothing); Subscribe to the Monitor.
 Guarantees: decodes and routes only (validation lives in drivers.plan, run by the
           ConnectionActor); every error reaches the client as a gRPC status with a message;
           monitor streams stay open until the client leaves or the server stops; each
@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -25,19 +26,20 @@ import pykka
 from google.protobuf import empty_pb2
 
 from nsm_forwarder.actors.connection import ConnectionActor
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
     QueryIdle,
     Subscribe,
-    Unsubscribe,
     XconnApplied,
 )
 from nsm_forwarder.actors.metrics import Metrics, mechanism_of
-from nsm_forwarder.actors.runtime import ask, tell
+from nsm_forwarder.actors.monitor import event_bytes
+from nsm_forwarder.actors.runtime import Link, ask
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.drivers.errors import ForwarderError
+from nsm_forwarder.drivers.errors import ForwarderError, OperationTimeout
 from nsm_forwarder.proto import (
     connection_pb2,
     crossconnect_pb2,
@@ -51,47 +53,102 @@ log = logging.getLogger(__name__)
 #: Events a subscriber may have queued before it is dropped.
 SUBSCRIBER_QUEUE = 1024
 _OVERFLOW = b""
+_ALWAYS = 1 << 62  # sequence number of synthesized events: every subscriber takes them
 
 
 class Connections:
-    """id -> ConnectionActor, owned by the asyncio loop (so routing needs no lock)."""
+    """id -> ConnectionActor, owned by the asyncio loop (so routing needs no lock).
+
+    Supervision of ConnectionActors lives here (one-for-one): an actor found dead is restarted
+    from its Store row; an actor that does not answer within ``timeout`` is abandoned (it may
+    no longer touch the data plane, Store or Monitor), the caller gets DEADLINE_EXCEEDED, and
+    the next message for that id starts a replacement from the Store. Both count as restarts.
+    """
 
     def __init__(
-        self, pool: WorkerPool, monitor: pykka.ActorRef[Any], store: Store, mtu: int
+        self,
+        pool: WorkerPool,
+        monitor: Link,
+        store: Store,
+        mtu: int,
+        *,
+        timeout: float = 60.0,
+        faults: Injector | None = None,
+        on_restart: Callable[[str], None] = lambda kind: None,
     ) -> None:
         self.pool = pool
         self.monitor = monitor
         self.store = store
         self.mtu = mtu
-        self._actors: dict[str, pykka.ActorRef[Any]] = {}
+        self.timeout = timeout
+        self.faults = faults or Injector("connection", ())
+        self.on_restart = on_restart
+        self._actors: dict[str, tuple[pykka.ActorRef[Any], threading.Event]] = {}
         self._in_flight: dict[str, int] = {}
+
+    def _start(self, xcon_id: str, record: Record | None) -> pykka.ActorRef[Any]:
+        abandoned = threading.Event()
+        ref = ConnectionActor.start(
+            xcon_id,
+            self.pool,
+            self.monitor,
+            self.store,
+            self.mtu,
+            record,
+            faults=self.faults,
+            abandoned=abandoned,
+        )
+        self._actors[xcon_id] = (ref, abandoned)
+        return ref
 
     def restore(self, record: Record) -> None:
         """Start the actor of a cross-connect restored from the Store (before serving)."""
-        self._actors[record.id] = ConnectionActor.start(
-            record.id, self.pool, self.monitor, self.store, self.mtu, record
-        )
+        self._start(record.id, record)
 
     async def ask(self, xcon_id: str, message: Any) -> Any:
-        ref = self._actors.get(xcon_id)
-        if ref is None or not ref.is_alive():
-            ref = ConnectionActor.start(xcon_id, self.pool, self.monitor, self.store, self.mtu)
-            self._actors[xcon_id] = ref
+        entry = self._actors.get(xcon_id)
+        if entry is None or not entry[0].is_alive():
+            if entry is not None:
+                log.warning("the actor of %s died; restarting it from the Store", xcon_id)
+                self.on_restart("connection")
+            record = await asyncio.to_thread(self.store.get, xcon_id)
+            ref = self._start(xcon_id, record)
+        else:
+            ref = entry[0]
         self._in_flight[xcon_id] = self._in_flight.get(xcon_id, 0) + 1
         try:
-            return await ask(ref, message)
+            async with asyncio.timeout(self.timeout):
+                return await ask(ref, message)
+        except TimeoutError:
+            self._abandon(xcon_id, ref)
+            raise OperationTimeout(
+                f"cross-connect {xcon_id} did not finish within {self.timeout:.0f} s; "
+                "its actor was replaced"
+            ) from None
         finally:
             self._in_flight[xcon_id] -= 1
             if self._in_flight[xcon_id] == 0:
                 await self._reap(xcon_id, ref)
 
+    def _abandon(self, xcon_id: str, ref: pykka.ActorRef[Any]) -> None:
+        entry = self._actors.get(xcon_id)
+        if entry is None or entry[0] is not ref:
+            return
+        log.error("the actor of %s is not answering; replacing it", xcon_id)
+        entry[1].set()
+        del self._actors[xcon_id]
+        ref.stop(block=False)
+        self.on_restart("connection")
+
     async def _reap(self, xcon_id: str, ref: pykka.ActorRef[Any]) -> None:
         """Stop the actor of an id that holds nothing and has nothing queued."""
         try:
-            idle = await ask(ref, QueryIdle())
-        except pykka.ActorDeadError:
-            idle = True
-        if idle and self._in_flight.get(xcon_id) == 0 and self._actors.get(xcon_id) is ref:
+            async with asyncio.timeout(self.timeout):
+                idle = await ask(ref, QueryIdle())
+        except (pykka.ActorDeadError, TimeoutError, ForwarderError):
+            return
+        entry = self._actors.get(xcon_id)
+        if idle and self._in_flight.get(xcon_id) == 0 and entry is not None and entry[0] is ref:
             del self._actors[xcon_id]
             del self._in_flight[xcon_id]
             ref.stop(block=False)
@@ -100,9 +157,23 @@ class Connections:
         return len(self._actors)
 
     def stop(self) -> None:
-        for ref in self._actors.values():
+        for ref, _ in self._actors.values():
             ref.stop(block=False)
         self._actors.clear()
+
+
+async def inject(faults: Injector, context: grpc.aio.ServicerContext, what: str) -> None:
+    """Frontend faults, per RPC: a crash or an error ends the call (UNAVAILABLE / the code);
+    a hang never answers (the client's deadline fires)."""
+    try:
+        action = await faults.acheck(what)
+    except ForwarderError as exc:
+        await abort_with(context, exc)
+        return
+    if action is CRASH:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the frontend crashed (injected)")
+    if action is HANG:
+        await asyncio.Event().wait()
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -111,20 +182,24 @@ async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> N
         code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL)
         await context.abort(code, exc.message)
     if isinstance(exc, pykka.ActorDeadError):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the forwarder is shutting down")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the actor was restarting; try again")
     log.error("unexpected error", exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
 
 
 class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
-    def __init__(self, connections: Connections, metrics: Metrics) -> None:
+    def __init__(
+        self, connections: Connections, metrics: Metrics, faults: Injector | None = None
+    ) -> None:
         self.connections = connections
         self.metrics = metrics
+        self.faults = faults or Injector("frontend", ())
 
     async def _route(
         self, kind: str, request: crossconnect_pb2.CrossConnect, context: grpc.aio.ServicerContext
     ) -> Any:
         """Send the request to its ConnectionActor; errors end the call with their status."""
+        await inject(self.faults, context, kind)
         if not request.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
         message = (ApplyXconn if kind == "request" else CloseXconn)(
@@ -157,13 +232,20 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
 
 
 class MechanismsService(forwarder_pb2_grpc.MechanismsMonitorServicer):
-    def __init__(self, update: forwarder_pb2.MechanismUpdate, stopping: asyncio.Event) -> None:
+    def __init__(
+        self,
+        update: forwarder_pb2.MechanismUpdate,
+        stopping: asyncio.Event,
+        faults: Injector | None = None,
+    ) -> None:
         self.update = update
         self.stopping = stopping
+        self.faults = faults or Injector("frontend", ())
 
     async def MonitorMechanisms(
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[forwarder_pb2.MechanismUpdate]:
+        await inject(self.faults, context, "MonitorMechanisms")
         yield self.update
         await self.stopping.wait()
 
@@ -181,48 +263,91 @@ def mechanism_update(
 
 
 class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServicer):
-    """Subscriptions live here; events come from the Monitor actor through :meth:`deliver`.
+    """Subscriptions live here; numbered events come from the Monitor through :meth:`deliver`.
 
     Build it first (inside the running loop), start the Monitor with ``deliver``, then
-    :meth:`attach` the Monitor.
+    :meth:`attach` the Monitor's Link. It keeps the view every subscriber has been sent (the
+    state after the last event); after a Monitor restart, :meth:`resync` turns the difference
+    between that view and the new Monitor's state into UPDATE / DELETE events, so no subscriber
+    misses a change.
     """
 
-    def __init__(self, stopping: asyncio.Event) -> None:
+    def __init__(self, stopping: asyncio.Event, faults: Injector | None = None) -> None:
         self.stopping = stopping
-        self.queues: dict[str, asyncio.Queue[bytes]] = {}
+        self.faults = faults or Injector("frontend", ())
+        self.queues: dict[str, asyncio.Queue[tuple[int, bytes]]] = {}
         self._ids = itertools.count(1)
         self.loop = asyncio.get_running_loop()
-        self.monitor: pykka.ActorRef[Any] | None = None
+        self.monitor: Link | None = None
         self.queue_limit = SUBSCRIBER_QUEUE
+        self.last_seq = 0
+        self.view: dict[str, bytes] = {}
 
-    def attach(self, monitor: pykka.ActorRef[Any]) -> None:
+    def attach(self, monitor: Link) -> None:
         self.monitor = monitor
 
-    def deliver(self, sub_id: str, event: bytes) -> None:
+    def deliver(self, seq: int, event: bytes) -> None:
         """Called by the Monitor thread; never blocks."""
-        self.loop.call_soon_threadsafe(self._enqueue, sub_id, event)
+        self.loop.call_soon_threadsafe(self._fan_out, seq, event)
 
-    def _enqueue(self, sub_id: str, event: bytes) -> None:
+    def _fan_out(self, seq: int, event: bytes) -> None:
+        if seq <= self.last_seq:
+            return  # a late event of a Monitor that was replaced
+        self.last_seq = seq
+        parsed = crossconnect_pb2.CrossConnectEvent.FromString(event)
+        for xcon_id, xcon in parsed.cross_connects.items():
+            if parsed.type == crossconnect_pb2.DELETE:
+                self.view.pop(xcon_id, None)
+            else:
+                self.view[xcon_id] = xcon.SerializeToString()
+        for sub_id in list(self.queues):
+            self._enqueue(sub_id, seq, event)
+
+    def resync(self, xcons: list[bytes]) -> None:
+        """After a Monitor restart: send every subscriber what changed while it was down."""
+        now = {crossconnect_pb2.CrossConnect.FromString(x).id: x for x in xcons}
+        events = []
+        for xcon_id, data in self.view.items():
+            if xcon_id not in now:
+                xcon = crossconnect_pb2.CrossConnect.FromString(data)
+                events.append(event_bytes(crossconnect_pb2.DELETE, [xcon]))
+        for xcon_id, data in now.items():
+            if self.view.get(xcon_id) != data:
+                xcon = crossconnect_pb2.CrossConnect.FromString(data)
+                events.append(event_bytes(crossconnect_pb2.UPDATE, [xcon]))
+        self.view = dict(now)
+        for event in events:
+            for sub_id in list(self.queues):
+                self._enqueue(sub_id, _ALWAYS, event)
+        if events:
+            log.info("monitor restarted: %d missed changes sent to subscribers", len(events))
+
+    def _enqueue(self, sub_id: str, seq: int, event: bytes) -> None:
         queue = self.queues.get(sub_id)
         if queue is None:
             return
         if queue.qsize() >= self.queue_limit - 1:
-            queue.put_nowait(_OVERFLOW)
+            queue.put_nowait((_ALWAYS, _OVERFLOW))
             del self.queues[sub_id]
             return
-        queue.put_nowait(event)
+        queue.put_nowait((seq, event))
 
     async def MonitorCrossConnects(
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[crossconnect_pb2.CrossConnectEvent]:
+        await inject(self.faults, context, "MonitorCrossConnects")
         if self.monitor is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the forwarder is starting")
         assert self.monitor is not None
         sub_id = f"sub-{next(self._ids)}"
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
+        # queue from now on: events numbered up to `upto` are already in the initial state
         self.queues[sub_id] = queue
         try:
-            initial = await ask(self.monitor, Subscribe(sub_id=sub_id))
+            try:
+                upto, initial = await self.monitor.ask(Subscribe(sub_id=sub_id))
+            except pykka.ActorDeadError:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the monitor is restarting")
             yield crossconnect_pb2.CrossConnectEvent.FromString(initial)
             stop = asyncio.ensure_future(self.stopping.wait())
             try:
@@ -232,7 +357,9 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
                     if not get.done():
                         get.cancel()
                         return
-                    event = get.result()
+                    seq, event = get.result()
+                    if seq <= upto:
+                        continue
                     if event == _OVERFLOW:
                         log.warning("cross-connect subscriber %s too slow; dropping it", sub_id)
                         await context.abort(
@@ -244,7 +371,3 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
                 stop.cancel()
         finally:
             self.queues.pop(sub_id, None)
-            try:
-                tell(self.monitor, Unsubscribe(sub_id=sub_id))
-            except pykka.ActorDeadError:
-                pass

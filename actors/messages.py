@@ -111,19 +111,21 @@ class MetricsCollected(Message):
 
 @dataclasses.dataclass(frozen=True)
 class Subscribe(Message):
-    """Start delivering events to subscriber ``sub_id``; reply its INITIAL_STATE_TRANSFER
-    (a serialized CrossConnectEvent). Later events go to the subscriber in order."""
+    """Reply ``[seq, event]``: subscriber ``sub_id``'s INITIAL_STATE_TRANSFER (a serialized
+    CrossConnectEvent) and the number of the last event it includes; the subscriber then takes
+    the broadcast events numbered after ``seq``."""
 
     TAG: ClassVar[str] = "subscribe"
     sub_id: str
 
 
 @dataclasses.dataclass(frozen=True)
-class Unsubscribe(Message):
-    """Stop delivering events to ``sub_id``."""
+class Reload(Message):
+    """After a Monitor restart: the Store's cross-connects (serialized), for every id that has
+    not changed since the new Monitor started."""
 
-    TAG: ClassVar[str] = "unsubscribe"
-    sub_id: str
+    TAG: ClassVar[str] = "reload"
+    xcons: list[bytes]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +172,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         XconnDeleted,
         MetricsCollected,
         Subscribe,
-        Unsubscribe,
+        Reload,
         ListXconns,
         WorkerCall,
         WorkerReply,

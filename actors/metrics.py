@@ -6,7 +6,7 @@ Accepts:  ``observe_rpc(kind, mechanism, result, seconds)`` from the Frontend; `
 Sends:    a ``stats`` WorkerCall (interface counters of every local cross-connect end) per poll;
           MetricsCollected to the Monitor when metrics events are enabled.
 Guarantees: ``/metrics`` always works: cross-connects gauge, per-end interface counters from the
-          last poll, Request/Close latency histograms by mechanism and result, worker restarts,
+          last poll, Request/Close latency histograms by mechanism and result, restarts by kind,
           registration state. Counter keys are ``SRC-<id>`` / ``DST-<id>`` (spec §4.9).
 Threads:  the asyncio loop; the worker call runs in a thread.
 """
@@ -18,15 +18,15 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pykka
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from nsm_forwarder.actors.messages import ListXconns, MetricsCollected
-from nsm_forwarder.actors.reconcile import local_ends
-from nsm_forwarder.actors.runtime import ask, tell
+from nsm_forwarder.actors.restarts import Restarts
+from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.actors.xcons import local_ends
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
@@ -62,10 +62,20 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             f"{PREFIX}_cross_connects", "Cross-connects applied now.", value=m.xcon_count
         )
-        restarts = CounterMetricFamily(
-            f"{PREFIX}_worker_restarts", "Worker processes replaced after dying."
+        by_kind = dict(m.restarts.by_kind) if m.restarts else {}
+        workers = CounterMetricFamily(
+            f"{PREFIX}_worker_restarts", "Worker processes replaced after dying or hanging."
         )
-        restarts.add_metric([], m.pool.restarts if m.pool else 0)
+        workers.add_metric([], sum(n for k, n in by_kind.items() if k.startswith("worker")))
+        yield workers
+        restarts = CounterMetricFamily(
+            f"{PREFIX}_restarts",
+            "Restarts by the supervisors, by actor or worker (worker-N, connection, monitor, "
+            "registrar).",
+            labels=["kind"],
+        )
+        for kind, count in sorted(by_kind.items()):
+            restarts.add_metric([kind], count)
         yield restarts
         registered = GaugeMetricFamily(
             f"{PREFIX}_registered", "1 while registered with nsmd, else 0.", labels=["state"]
@@ -90,11 +100,12 @@ class _LiveCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, events_enabled: bool) -> None:
+    def __init__(self, events_enabled: bool, restarts: Restarts | None = None) -> None:
         self.events_enabled = events_enabled
+        self.restarts = restarts
         self.registry = CollectorRegistry()
         self.pool: WorkerPool | None = None
-        self.monitor: pykka.ActorRef[Any] | None = None
+        self.monitor: Link | None = None
         self.registration_state: Callable[[], str] = lambda: "not_started"
         self.xcon_count = 0
         self.counters: dict[str, dict[str, int]] = {}
@@ -125,7 +136,8 @@ class Metrics:
     async def poll(self) -> None:
         """Read every local end's counters; publish a metrics event if enabled."""
         assert self.pool is not None and self.monitor is not None
-        xcons: list[bytes] = await ask(self.monitor, ListXconns())
+        async with asyncio.timeout(5):
+            xcons: list[bytes] = await self.monitor.ask(ListXconns())
         self.xcon_count = len(xcons)
         entries = stats_entries(xcons)
         counters: dict[str, dict[str, int]] = (
@@ -134,4 +146,4 @@ class Metrics:
         self.counters = counters
         if self.events_enabled and counters:
             as_text = {k: {n: str(v) for n, v in c.items()} for k, c in counters.items()}
-            tell(self.monitor, MetricsCollected(metrics=as_text))
+            self.monitor.tell(MetricsCollected(metrics=as_text))

@@ -2,15 +2,19 @@
 
 Accepts:  XconnUpdated / XconnDeleted (tell, from ConnectionActors); MetricsCollected (tell,
           from the metrics poller; an UPDATE with only ``metrics``, so nsmd does not re-run its
-          per-cross-connect update every period, unlike upstream); Subscribe -> serialized
-          INITIAL_STATE_TRANSFER event (ask); Unsubscribe (tell); ListXconns -> [bytes] (ask).
-Sends:    serialized ``crossconnect.CrossConnectEvent`` bytes to each subscriber through the
-          ``deliver(sub_id, event)`` callable it was built with (the Frontend's delivery table).
-Guarantees: every subscriber first gets its own INITIAL_STATE_TRANSFER with every current
-          cross-connect, then each UPDATE (one cross-connect) and DELETE (the cross-connect as
-          last applied) in the order they happened; ``deliver`` must not block, so a slow
-          subscriber never holds up Requests or other subscribers.
+          per-cross-connect update every period, unlike upstream); Reload (tell, from the
+          Supervisor after a restart); Subscribe -> [seq, INITIAL_STATE_TRANSFER bytes] (ask);
+          ListXconns -> [bytes] (ask).
+Sends:    every event, numbered, to ``deliver(seq, event)`` (the Frontend's fan-out), which
+          must not block, so a slow subscriber never holds up Requests or other subscribers.
+Guarantees: events are numbered in the order they happen, starting after ``first_seq``; a
+          Subscribe reply carries the number of the last event it includes, so the subscriber
+          takes only later events: its own INITIAL_STATE_TRANSFER, then every UPDATE and DELETE
+          (the cross-connect as last applied) in order, none missed, none twice.
 Threads:  its own pykka thread.
+Failure:  an injected crash stops it; the Supervisor starts a new one (first_seq continues the
+          old numbering), points the Link at it and sends Reload with the Store's rows; the
+          Frontend diffs its view against the new state, so subscribers see what they missed.
 Owns:     the map id -> cross-connect of everything currently applied.
 """
 
@@ -20,21 +24,23 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
     ListXconns,
     Message,
     MetricsCollected,
+    Reload,
     Subscribe,
-    Unsubscribe,
     XconnDeleted,
     XconnUpdated,
 )
-from nsm_forwarder.actors.runtime import BaseActor
+from nsm_forwarder.actors.runtime import BaseActor, hang_forever
+from nsm_forwarder.drivers.errors import WorkerLost
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[str, bytes], None]
+Deliver = Callable[[int, bytes], None]
 
 
 def event_bytes(kind: int, xcons: list[crossconnect_pb2.CrossConnect]) -> bytes:
@@ -45,21 +51,31 @@ def event_bytes(kind: int, xcons: list[crossconnect_pb2.CrossConnect]) -> bytes:
 
 
 class MonitorActor(BaseActor):
-    def __init__(self, deliver: Deliver) -> None:
+    def __init__(self, deliver: Deliver, first_seq: int = 0, faults: Injector | None = None):
         super().__init__()
         self.deliver = deliver
+        self.seq = first_seq
+        self.faults = faults or Injector("monitor", ())
         self.xcons: dict[str, crossconnect_pb2.CrossConnect] = {}
-        self.subscribers: set[str] = set()
+        self.touched: set[str] = set()  # ids changed since start (Reload must not undo them)
 
     def handle(self, message: Message) -> Any:
+        action = self.faults.check(message.TAG)
+        if action is CRASH:
+            self.crash()
+            raise WorkerLost("the monitor crashed (injected); it is being restarted")
+        if action is HANG:
+            hang_forever()
         if isinstance(message, XconnUpdated):
             xcon = crossconnect_pb2.CrossConnect.FromString(message.xcon)
             self.xcons[xcon.id] = xcon
+            self.touched.add(xcon.id)
             self._publish(event_bytes(crossconnect_pb2.UPDATE, [xcon]))
             return None
         if isinstance(message, XconnDeleted):
             xcon = crossconnect_pb2.CrossConnect.FromString(message.xcon)
             self.xcons.pop(xcon.id, None)
+            self.touched.add(xcon.id)
             self._publish(event_bytes(crossconnect_pb2.DELETE, [xcon]))
             return None
         if isinstance(message, MetricsCollected):
@@ -68,21 +84,25 @@ class MonitorActor(BaseActor):
                 event.metrics[key].metrics.update(counters)
             self._publish(event.SerializeToString())
             return None
-        if isinstance(message, Subscribe):
-            self.subscribers.add(message.sub_id)
-            log.debug("subscriber %s joined (%d now)", message.sub_id, len(self.subscribers))
-            return event_bytes(crossconnect_pb2.INITIAL_STATE_TRANSFER, list(self.xcons.values()))
-        if isinstance(message, Unsubscribe):
-            self.subscribers.discard(message.sub_id)
+        if isinstance(message, Reload):
+            for data in message.xcons:
+                xcon = crossconnect_pb2.CrossConnect.FromString(data)
+                if xcon.id not in self.touched:
+                    self.xcons[xcon.id] = xcon
             return None
+        if isinstance(message, Subscribe):
+            log.debug("subscriber %s joined at event %d", message.sub_id, self.seq)
+            initial = event_bytes(
+                crossconnect_pb2.INITIAL_STATE_TRANSFER, list(self.xcons.values())
+            )
+            return [self.seq, initial]
         if isinstance(message, ListXconns):
             return [x.SerializeToString() for x in self.xcons.values()]
         raise TypeError(f"MonitorActor cannot handle {message.TAG}")
 
     def _publish(self, event: bytes) -> None:
-        for sub_id in list(self.subscribers):
-            try:
-                self.deliver(sub_id, event)
-            except Exception:
-                log.exception("delivering an event to %s failed; dropping it", sub_id)
-                self.subscribers.discard(sub_id)
+        self.seq += 1
+        try:
+            self.deliver(self.seq, event)
+        except Exception:
+            log.exception("delivering event %d failed", self.seq)

@@ -21,31 +21,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from nsm_forwarder.actors.connection import with_down
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.actors.xcons import local_ends, with_down
 from nsm_forwarder.drivers.errors import ForwarderError
-from nsm_forwarder.drivers.plan import is_remote
-from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
 
 #: Tag side of each connection of a cross-connect.
 TAG_SIDE = {"source": "src", "destination": "dst"}
-
-
-def local_ends(data: bytes) -> list[tuple[str, int]]:
-    """(connection, netns inode) of each end of the cross-connect that lives on this node."""
-    xcon = crossconnect_pb2.CrossConnect.FromString(data)
-    ends = []
-    for side in ("source", "destination"):
-        conn = getattr(xcon, side)
-        if not conn.HasField("mechanism") or is_remote(conn):
-            continue
-        inode = conn.mechanism.parameters.get("netnsInode", "")
-        if inode.isdigit():
-            ends.append((side, int(inode)))
-    return ends
 
 
 @dataclass
@@ -83,7 +67,7 @@ class _Steps:
 def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
     report = Report()
     steps = _Steps()
-    committed = [_settle_pending(store, pool, rec, report) for rec in store.load()]
+    committed = [settle_pending(store, pool, rec, report) for rec in store.load()]
     steps.done(
         "pending operations",
         f"{report.finished_closes} closes finished, {report.swept_requests} requests swept",
@@ -108,7 +92,7 @@ def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
     return report
 
 
-def _settle_pending(store: Store, pool: WorkerPool, rec: Record, report: Report) -> Record | None:
+def settle_pending(store: Store, pool: WorkerPool, rec: Record, report: Report) -> Record | None:
     """Finish or undo an operation a crash interrupted; the committed record, or None."""
     pending = rec.pending
     if pending is None:

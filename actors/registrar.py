@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import grpc
 import grpc.aio
 
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.proto import forwarderregistrar_pb2, forwarderregistrar_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,10 @@ WAIT_LOG_INTERVAL = 60.0
 MIN_LIVENESS_DURATION = 1.0
 """A liveness stream that ends sooner than this after registration is treated as a failure and
 followed by `retry_interval` of sleep, so a misbehaving registrar cannot cause a hot loop."""
+
+
+class RegistrarCrashed(Exception):
+    """An injected crash: ends the registration loop for the Supervisor to notice."""
 
 
 class RegistrationState(enum.Enum):
@@ -102,6 +107,7 @@ class Registrar:
         retry_interval: float = 5.0,
         rpc_timeout: float = 5.0,
         on_state: Callable[[RegistrationState], None] | None = None,
+        faults: Injector | None = None,
     ) -> None:
         if registrar_socket_type not in ("unix", "tcp"):
             raise ValueError(
@@ -114,6 +120,7 @@ class Registrar:
         self._retry_interval = retry_interval
         self._rpc_timeout = rpc_timeout
         self._on_state = on_state
+        self._faults = faults or Injector("registrar", ())
 
         self._state = RegistrationState.WAITING_FOR_SOCKET
         self._registrations = 0
@@ -315,12 +322,31 @@ class Registrar:
                 last_log = now
             await asyncio.sleep(POLL_INTERVAL)
 
+    def crashed(self) -> BaseException | None:
+        """The error that ended the loop (an injected crash), or None while it runs."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    async def _inject(self, what: str) -> None:
+        """Fault injection: crash ends the loop (the Supervisor restarts the Registrar), hang
+        blocks until stop(), error fails this step (it is retried like any failure)."""
+        action = await self._faults.acheck(what)
+        if action is CRASH:
+            raise RegistrarCrashed(f"the registrar crashed (injected) in {what}")
+        if action is HANG:
+            await asyncio.Event().wait()
+
     async def _run(self) -> None:
         self._set_state(self._state, force=True)  # report the initial state once
         while True:
             try:
                 await self._wait_for_socket()
+                await self._inject("register")
                 liveness_ok = await self._register_and_hold()
+            except RegistrarCrashed:
+                raise
             except Exception as err:
                 log.exception(
                     "registrar: unexpected error, retrying in %.1f s", self._retry_interval
@@ -408,6 +434,7 @@ class Registrar:
                     return _reason(err)
                 if message is grpc.aio.EOF:
                     return "stream closed by nsmd"
+                await self._inject("liveness")
         finally:
             call.cancel()
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import queue
+import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,6 +85,37 @@ class BaseActor(pykka.ThreadingActor):
     def handle(self, message: Message) -> Any:
         raise NotImplementedError
 
+    def crash(self) -> None:
+        """Die now, from inside ``handle``: the rest of the mailbox is not processed and every
+        queued ask fails with ActorDeadError (an injected crash; the Supervisor restarts)."""
+        self._stop()
+
+    def on_stop(self) -> None:
+        self._fail_queued()
+
+    def on_failure(self, *exc_info: Any) -> None:
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Answer every ask still in the mailbox with ActorDeadError (pykka drops them)."""
+        while True:
+            try:
+                queued = self.actor_inbox.get_nowait()  # type: ignore[attr-defined]
+            except queue.Empty:
+                return
+            inner = getattr(queued, "message", None)
+            if isinstance(inner, Envelope) and inner.reply is not None:
+                inner.reply.set_exception(
+                    pykka.ActorDeadError(
+                        f"{type(self).__name__} stopped before {inner.message.TAG}"
+                    )
+                )
+
+
+def hang_forever() -> None:
+    """An injected hang: block this thread for good (its watchdog replaces the actor)."""
+    threading.Event().wait()
+
 
 def tell(ref: pykka.ActorRef[Any], message: Message) -> None:
     """Fire and forget; raises pykka.ActorDeadError if the actor is gone."""
@@ -101,3 +134,34 @@ def ask_blocking(ref: pykka.ActorRef[Any], message: Message, timeout: float | No
     future: concurrent.futures.Future[Any] = concurrent.futures.Future()
     ref.tell(Envelope(message, future))
     return future.result(timeout)
+
+
+class Link:
+    """A swappable reference to an actor that the Supervisor may restart.
+
+    ``tell`` goes to the current actor; if it has died, the message is dropped (logged at
+    DEBUG): whoever restarts the actor rebuilds its state from the Store, not from lost tells.
+    ``ask`` raises pykka.ActorDeadError if the actor is dead.
+    """
+
+    def __init__(self, name: str, ref: pykka.ActorRef[Any] | None = None) -> None:
+        self.name = name
+        self.ref = ref
+
+    def tell(self, message: Message) -> None:
+        ref = self.ref
+        if ref is None:
+            log.debug("%s is not running; dropped %s", self.name, message.TAG)
+            return
+        try:
+            ref.tell(Envelope(message))
+        except pykka.ActorDeadError:
+            log.debug("%s is dead; dropped %s", self.name, message.TAG)
+
+    def ask(self, message: Message) -> asyncio.Future[Any]:
+        if self.ref is None:
+            raise pykka.ActorDeadError(f"{self.name} is not running")
+        return ask(self.ref, message)
+
+    def is_alive(self) -> bool:
+        return self.ref is not None and self.ref.is_alive()

@@ -85,6 +85,15 @@ class Store:
             rows = db.execute("SELECT id, xcon, plan, applied, pending FROM xcons").fetchall()
         return [Record(r[0], r[1], _unpack(r[2]), _unpack(r[3]), _unpack(r[4])) for r in rows]
 
+    def get(self, xcon_id: str) -> Record | None:
+        with self._tx() as db:
+            r = db.execute(
+                "SELECT id, xcon, plan, applied, pending FROM xcons WHERE id = ?", (xcon_id,)
+            ).fetchone()
+        return (
+            None if r is None else Record(r[0], r[1], _unpack(r[2]), _unpack(r[3]), _unpack(r[4]))
+        )
+
     def begin_apply(self, xcon_id: str, plan: dict[str, Any]) -> None:
         """Before building ``plan``: remember that it may (partly) exist from now on."""
         pending = _pack({"op": "apply", "plan": plan})

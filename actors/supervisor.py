@@ -15,8 +15,19 @@ nsmd as metrics events when METRICS_COLLECTOR_ENABLED).
 Shutdown (SIGTERM / SIGINT), in reverse: unregister from nsmd, stop serving (monitor streams
 end), remove the socket, stop actors, stop workers, close the Store, stop probes; exit code 0.
 
-A worker that dies is replaced by the pool at once (see workers.py). Cross-connects are left in
-place at shutdown: they belong to the pods, and the Store brings them back at the next start.
+Supervision (one-for-one): a worker that dies or hangs is replaced by the pool at once (see
+workers.py); a ConnectionActor that dies or hangs is replaced from its Store row by Connections
+(frontend.py); the Monitor and the Registrar are watched here every second and restarted if
+they died or stopped answering (the Monitor from the Store, with the Frontend sending
+subscribers what they missed). More than ``max_restarts`` restarts within ``restart_window``
+make the forwarder shut down and exit 3, so Kubernetes restarts the pod. Every restart is
+logged and counted in /metrics.
+
+The fault plan (``faults`` setting) is loaded once; each actor and worker gets the injector of
+its name, so a test can crash "the registrar" or "worker 1 after 3 calls".
+
+Cross-connects are left in place at shutdown: they belong to the pods, and the Store brings
+them back at the next start.
 """
 
 from __future__ import annotations
@@ -32,9 +43,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+import pykka
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nsm_forwarder.actors.faults import Injector
 from nsm_forwarder.actors.frontend import (
     Connections,
     CrossConnectMonitorService,
@@ -43,14 +56,17 @@ from nsm_forwarder.actors.frontend import (
     mechanism_update,
 )
 from nsm_forwarder.actors.health import Health
-from nsm_forwarder.actors.messages import ListXconns, MarkDown, XconnUpdated
+from nsm_forwarder.actors.messages import ListXconns, MarkDown, Reload, XconnUpdated
 from nsm_forwarder.actors.metrics import Metrics
 from nsm_forwarder.actors.monitor import MonitorActor
-from nsm_forwarder.actors.reconcile import local_ends, reconcile
+from nsm_forwarder.actors.reconcile import reconcile
 from nsm_forwarder.actors.registrar import Registrar
-from nsm_forwarder.actors.runtime import ask, tell
+from nsm_forwarder.actors.restarts import Restarts
+from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.store import Store
 from nsm_forwarder.actors.workers import WorkerPool
+from nsm_forwarder.actors.xcons import local_ends
+from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.config.settings import Settings
 from nsm_forwarder.drivers.errors import ForwarderError
 from nsm_forwarder.drivers.kernel.netns import all_namespaces
@@ -68,6 +84,8 @@ SERVICES = (
     "forwarder.MechanismsMonitor",
     "crossconnect.MonitorCrossConnect",
 )
+#: Actors whose message handling the fault plan can wrap in this process (workers: worker.py).
+FAULT_TARGETS = ("frontend", "registrar", "monitor", "connection")
 PHASES = ("health", "store", "workers", "monitor", "reconcile", "grpc", "register")
 
 
@@ -94,21 +112,38 @@ def clean_socket(path: str) -> None:
 
 
 class Supervisor:
+    #: seconds between two checks that the Monitor and the Registrar are alive and answering
+    WATCHDOG_INTERVAL = 1.0
+    #: how long the Monitor may take to answer the watchdog before it is replaced
+    MONITOR_TIMEOUT = 5.0
+    #: exit code after the restart intensity limit was exceeded
+    EXIT_RESTARTS = 3
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started = time.monotonic()
         self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.loop = asyncio.get_running_loop()
+        plan = parse_plan(settings.faults)
+        self.faults = {name: Injector(name, plan) for name in FAULT_TARGETS}
+        self.restarts = Restarts(
+            settings.max_restarts,
+            settings.restart_window.total_seconds(),
+            self._give_up_threadsafe,
+        )
         self.pool: WorkerPool | None = None
-        self.monitor: Any = None
+        self.monitor = Link("monitor")
         self.connections: Connections | None = None
         self.server: grpc.aio.Server | None = None
         self.grpc_health: Any = None
-        self.metrics = Metrics(settings.metrics_enabled)
+        self.metrics = Metrics(settings.metrics_enabled, self.restarts)
         self.health = Health(settings.health_host, settings.health_port, self.metrics.render)
         self.registrar: Registrar | None = None
         self.store: Store | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._socket_path: str | None = None
+        self._last_monitor_seq = 0
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -133,6 +168,8 @@ class Supervisor:
     async def start(self) -> None:
         s = self.settings
         log.info("starting %s (driver %s, %d workers)", s.name, s.driver, s.workers)
+        if s.faults:
+            log.warning("FAULT INJECTION IS ON: %s", s.faults)
         steps = (
             self._start_health,
             self._open_store,
@@ -147,6 +184,7 @@ class Supervisor:
         self._loops = [
             asyncio.create_task(self._watch_pods(), name="pod-liveness"),
             asyncio.create_task(self._collect_metrics(), name="metrics"),
+            asyncio.create_task(self._watchdog(), name="watchdog"),
         ]
         log.info("startup completed in %.0f ms", (time.monotonic() - self.started) * 1000)
 
@@ -167,6 +205,8 @@ class Supervisor:
             init={"src_ip": str(s.src_ip), "vxlan_port": s.vxlan_port},
             timeout=s.operation_timeout.total_seconds(),
             log_level=s.log_level,
+            faults=s.faults,
+            on_restart=self.restarts.record,
         )
         try:
             await asyncio.to_thread(self.pool.start)
@@ -175,13 +215,24 @@ class Supervisor:
         self.health.set_goal("workers")
 
     async def _start_monitor(self) -> None:
-        self.xcon_monitor = CrossConnectMonitorService(self.stopping)
-        self.monitor = MonitorActor.start(self.xcon_monitor.deliver)
+        self.xcon_monitor = CrossConnectMonitorService(self.stopping, self.faults["frontend"])
+        self.monitor.ref = MonitorActor.start(
+            self.xcon_monitor.deliver, faults=self.faults["monitor"]
+        )
         self.xcon_monitor.attach(self.monitor)
 
     async def _reconcile(self) -> None:
         assert self.pool is not None and self.store is not None
-        self.connections = Connections(self.pool, self.monitor, self.store, self.settings.mtu)
+        timeout = 4 * self.settings.operation_timeout.total_seconds() + 1
+        self.connections = Connections(
+            self.pool,
+            self.monitor,
+            self.store,
+            self.settings.mtu,
+            timeout=timeout,
+            faults=self.faults["connection"],
+            on_restart=self.restarts.record,
+        )
         live = set(await asyncio.to_thread(all_namespaces))
         try:
             report = await asyncio.to_thread(reconcile, self.store, self.pool, live)
@@ -190,22 +241,22 @@ class Supervisor:
         for record in report.restored:
             assert record.xcon is not None
             self.connections.restore(record)
-            tell(self.monitor, XconnUpdated(xcon=record.xcon))
+            self.monitor.tell(XconnUpdated(xcon=record.xcon))
         self.health.set_goal("reconciled")
         log.info("reconcile: %s", report.summary())
 
     async def _start_grpc(self) -> None:
         s = self.settings
-        assert self.pool is not None
+        assert self.pool is not None and self.connections is not None
         caps = self.pool.capabilities
-        assert self.connections is not None
+        frontend = self.faults["frontend"]
         server = grpc.aio.server()
         forwarder_pb2_grpc.add_ForwarderServicer_to_server(
-            ForwarderService(self.connections, self.metrics), server
+            ForwarderService(self.connections, self.metrics, frontend), server
         )
         update = mechanism_update(tuple(caps["local"]), tuple(caps["remote"]), str(s.src_ip))
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(
-            MechanismsService(update, self.stopping), server
+            MechanismsService(update, self.stopping, frontend), server
         )
         crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(self.xcon_monitor, server)
         self.grpc_health = grpc_health.aio.HealthServicer()
@@ -235,6 +286,24 @@ class Supervisor:
                 f"{self.settings.health_port}: {exc.strerror}"
             ) from None
 
+    async def _start_registrar(self) -> None:
+        s = self.settings
+        self.registrar = Registrar(
+            name=s.name,
+            forwarder_socket=self._socket_path or s.socket,
+            registrar_socket=s.registrar_socket,
+            registrar_socket_type=s.registrar_socket_type,
+            retry_interval=s.reregister_interval.total_seconds(),
+            rpc_timeout=s.registrar_timeout.total_seconds(),
+            faults=self.faults["registrar"],
+        )
+        registrar = self.registrar
+        self.metrics.registration_state = lambda: registrar.state.value
+        await self.registrar.start()
+        self.health.set_goal("registration")
+
+    # --- periodic work ------------------------------------------------------------------------
+
     async def _every(
         self, interval: float, what: str, action: Callable[[], Awaitable[None]]
     ) -> None:
@@ -256,19 +325,10 @@ class Supervisor:
         interval = self.settings.liveness_interval.total_seconds()
         await self._every(interval, "pod liveness check", self._check_pods)
 
-    async def _collect_metrics(self) -> None:
-        """Every metrics period: interface counters for /metrics (and events if enabled)."""
-        self.metrics.pool = self.pool
-        self.metrics.monitor = self.monitor
-        if self.registrar is not None:
-            registrar = self.registrar
-            self.metrics.registration_state = lambda: registrar.state.value
-        interval = self.settings.metrics_period.total_seconds()
-        await self._every(interval, "metrics collection", self.metrics.poll)
-
     async def _check_pods(self) -> None:
         assert self.connections is not None
-        xcons = await ask(self.monitor, ListXconns())
+        async with asyncio.timeout(self.MONITOR_TIMEOUT):
+            xcons = await self.monitor.ask(ListXconns())
         if not xcons:
             return
         live = set(await asyncio.to_thread(all_namespaces))
@@ -282,26 +342,54 @@ class Supervisor:
             if gone:
                 await self.connections.ask(xcon.id, MarkDown(sides=gone))
 
-    async def _start_registrar(self) -> None:
-        s = self.settings
-        socket_for_nsmd = self._socket_path or s.socket
-        self.registrar = Registrar(
-            name=s.name,
-            forwarder_socket=socket_for_nsmd,
-            registrar_socket=s.registrar_socket,
-            registrar_socket_type=s.registrar_socket_type,
-            retry_interval=s.reregister_interval.total_seconds(),
-            rpc_timeout=s.registrar_timeout.total_seconds(),
+    async def _collect_metrics(self) -> None:
+        """Every metrics period: interface counters for /metrics (and events if enabled)."""
+        self.metrics.pool = self.pool
+        self.metrics.monitor = self.monitor
+        interval = self.settings.metrics_period.total_seconds()
+        await self._every(interval, "metrics collection", self.metrics.poll)
+
+    async def _watchdog(self) -> None:
+        """Restart the Monitor or the Registrar when it died or stopped answering."""
+        await self._every(self.WATCHDOG_INTERVAL, "watchdog", self._check_actors)
+
+    async def _check_actors(self) -> None:
+        try:
+            async with asyncio.timeout(self.MONITOR_TIMEOUT):
+                await self.monitor.ask(ListXconns())
+        except (pykka.ActorDeadError, TimeoutError) as exc:
+            why = "stopped answering" if isinstance(exc, TimeoutError) else "died"
+            await self._restart_monitor(why)
+        registrar = self.registrar
+        if registrar is not None and registrar.crashed() is not None:
+            log.warning("the registrar %s; restarting it", registrar.crashed())
+            self.restarts.record("registrar")
+            await registrar.stop(unregister=False)
+            await self._start_registrar()
+
+    async def _restart_monitor(self, why: str) -> None:
+        """A new Monitor from the Store; subscribers get the changes they missed."""
+        assert self.store is not None
+        log.warning("the monitor %s; restarting it from the Store", why)
+        self.restarts.record("monitor")
+        old = self.monitor.ref
+        first_seq = self.xcon_monitor.last_seq + 1_000_000  # above anything the old one sends
+        self.monitor.ref = MonitorActor.start(
+            self.xcon_monitor.deliver, first_seq, faults=self.faults["monitor"]
         )
-        await self.registrar.start()
-        self.health.set_goal("registration")
+        if old is not None:
+            old.stop(block=False)
+        rows = await asyncio.to_thread(self.store.load)
+        self.monitor.tell(Reload(xcons=[r.xcon for r in rows if r.xcon and r.applied]))
+        async with asyncio.timeout(self.MONITOR_TIMEOUT):
+            now = await self.monitor.ask(ListXconns())
+        self.xcon_monitor.resync(now)
 
     # --- run and shutdown ----------------------------------------------------------------------
 
     async def run(self) -> int:
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+            self.loop.add_signal_handler(sig, self._on_signal, sig)
         try:
             try:
                 await self.start()
@@ -309,12 +397,20 @@ class Supervisor:
                 log.error("start-up failed: %s", exc)
                 return 1
             await self.stopping.wait()
-            return 0
+            return self.exit_code
         finally:
             await self.shutdown()
 
     def _on_signal(self, sig: int) -> None:
         log.info("received %s; shutting down", signal.Signals(sig).name)
+        self.stopping.set()
+
+    def _give_up_threadsafe(self, reason: str) -> None:
+        self.loop.call_soon_threadsafe(self._give_up, reason)
+
+    def _give_up(self, reason: str) -> None:
+        log.error("%s; shutting down with exit code %d", reason, self.EXIT_RESTARTS)
+        self.exit_code = self.EXIT_RESTARTS
         self.stopping.set()
 
     async def shutdown(self) -> None:
@@ -335,8 +431,8 @@ class Supervisor:
         log.info("shutdown 3/5: socket removed")
         if self.connections is not None:
             self.connections.stop()
-        if self.monitor is not None:
-            self.monitor.stop(block=False)
+        if self.monitor.ref is not None:
+            self.monitor.ref.stop(block=False)
         log.info("shutdown 4/5: actors stopped")
         if self.pool is not None:
             await asyncio.to_thread(self.pool.stop)
@@ -346,3 +442,8 @@ class Supervisor:
         log.info(
             "shutdown 5/5: workers stopped; done in %.0f ms", (time.monotonic() - start) * 1000
         )
+
+
+async def serve(settings: Settings) -> int:
+    """Run a forwarder until SIGTERM / SIGINT (or the restart limit); return the exit code."""
+    return await Supervisor(settings).run()

@@ -6,6 +6,9 @@ Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), met
 Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
 Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
           forwarder runs in a process like this one, never in the gRPC process.
+Faults:   ``worker-N`` / ``worker`` faults of the plan act on every call but init and ping,
+          ``driver`` faults on apply / remove / sweep: crash = exit at once, hang = stop
+          answering (the pool kills us after the operation timeout), delay, error.
 Failure:  a driver error becomes an error reply (code, message, retriable); any other exception
           becomes INTERNAL and is logged with its traceback; the process keeps serving. It exits
           on EOF (the parent went away) and dies with the parent (PR_SET_PDEATHSIG).
@@ -19,12 +22,16 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
 import signal
 import socket
 import sys
 from typing import Any
 
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import Decoder, Message, WorkerCall, WorkerReply, pack
+from nsm_forwarder.actors.runtime import hang_forever
+from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.drivers.base import Driver
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError
 from nsm_forwarder.drivers.registry import load_driver
@@ -71,20 +78,51 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
     return WorkerReply(corr=call.corr, ok=True, result=result)
 
 
-def serve(sock: socket.socket, driver: Driver) -> None:
+#: Calls that change the data plane (what ``driver`` faults act on).
+DATA_PLANE = ("apply", "remove", "sweep")
+
+
+class Faults:
+    """This worker's injectors: ``worker-N`` (every call but init/ping) and ``driver``."""
+
+    def __init__(self, index: int, plan: str) -> None:
+        faults = parse_plan(plan)
+        self.worker = Injector(f"worker-{index}", faults)
+        self.driver = Injector("driver", faults)
+
+    def before(self, call: WorkerCall) -> None:
+        """Carry out what the plan says for this call: exit, hang, sleep or raise."""
+        if call.method in ("init", "ping"):
+            return
+        actions = [self.worker.check(call.method)]
+        if call.method in DATA_PLANE:
+            actions.append(self.driver.check(call.method))
+        if CRASH in actions:
+            log.warning("crashing (injected) before %s", call.method)
+            os._exit(70)
+        if HANG in actions:
+            log.warning("hanging (injected) in %s", call.method)
+            hang_forever()
+
+
+def serve(sock: socket.socket, driver: Driver, faults: Faults) -> None:
     decoder = Decoder()
     while True:
         data = sock.recv(65536)
         if not data:
             return
         for msg in decoder.feed(data):
-            sock.sendall(pack(_reply_to(driver, msg)))
+            sock.sendall(pack(_reply_to(driver, faults, msg)))
 
 
-def _reply_to(driver: Driver, msg: Message) -> WorkerReply:
+def _reply_to(driver: Driver, faults: Faults, msg: Message) -> WorkerReply:
     if not isinstance(msg, WorkerCall):
         err = DriverError(f"worker expected a WorkerCall, got {msg.TAG}")
         return WorkerReply(corr=-1, ok=False, error=err.to_wire())
+    try:
+        faults.before(msg)
+    except ForwarderError as exc:
+        return WorkerReply(corr=msg.corr, ok=False, error=exc.to_wire())
     return dispatch(driver, msg)
 
 
@@ -94,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--driver", default="kernel")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--faults", default="", help="fault plan (see config/faults.py)")
     args = parser.parse_args(argv)
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
@@ -105,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=args.fd)
     driver = load_driver(args.driver)
     try:
-        serve(sock, driver)
+        serve(sock, driver, Faults(args.index, args.faults))
     except (ConnectionResetError, BrokenPipeError):
         pass
     finally:

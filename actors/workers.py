@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,9 @@ class WorkerStatistics:
 class WorkerProcess:
     """One DriverHost process and its socket; created by the pool."""
 
-    def __init__(self, index: int, driver: str, log_level: str, on_exit: Any) -> None:
+    def __init__(
+        self, index: int, driver: str, log_level: str, on_exit: Any, faults: str = ""
+    ) -> None:
         self.index = index
         self._on_exit = on_exit
         self._pending: dict[int, concurrent.futures.Future[Any]] = {}
@@ -66,6 +69,8 @@ class WorkerProcess:
                     str(index),
                     "--log-level",
                     log_level,
+                    "--faults",
+                    faults,
                 ],
                 pass_fds=[child.fileno()],
                 process_group=0,
@@ -184,6 +189,8 @@ class WorkerPool:
         init: dict[str, Any] | None = None,
         timeout: float = 10.0,
         log_level: str = "INFO",
+        faults: str = "",
+        on_restart: Callable[[str], None] = lambda kind: None,
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
@@ -194,6 +201,8 @@ class WorkerPool:
         self.capabilities: dict[str, Any] = {}
         self.timeout = timeout
         self.log_level = log_level
+        self.faults = faults
+        self.on_restart = on_restart
         self.restarts = 0
         self._workers: list[WorkerProcess] = []
         self._lock = threading.Lock()
@@ -219,7 +228,7 @@ class WorkerPool:
 
     def _spawn(self, index: int) -> tuple[WorkerProcess, concurrent.futures.Future[Any]]:
         """Start worker ``index``; its first call is always the driver's ``init``."""
-        worker = WorkerProcess(index, self.driver, self.log_level, self._exited)
+        worker = WorkerProcess(index, self.driver, self.log_level, self._exited, self.faults)
         log.debug("worker %d started (pid %d)", index, worker.pid)
         return worker, worker.submit("init", [self.init_config])
 
@@ -238,6 +247,7 @@ class WorkerPool:
             ready.add_done_callback(_log_init_failure)
             self._workers[self._workers.index(worker)] = replacement
             self._changed.notify_all()
+        self.on_restart(f"worker-{worker.index}")
 
     def _pick(self, deadline: float) -> WorkerProcess:
         with self._lock:

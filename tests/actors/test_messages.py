@@ -19,7 +19,7 @@ SAMPLES: list[m.Message] = [
     m.XconnDeleted(xcon=b"abc"),
     m.MetricsCollected(metrics={"SRC-x": {"rx_bytes": "10"}}),
     m.Subscribe(sub_id="s1"),
-    m.Unsubscribe(sub_id="s1"),
+    m.Reload(xcons=[b"x", b"y"]),
     m.ListXconns(),
     m.WorkerCall(corr=7, method="apply", args=[{"id": "x", "src": {"inode": 1}}]),
     m.WorkerReply(

@@ -173,12 +173,12 @@ def test_state_overflowing_subscriber_is_dropped() -> None:
     async def scenario() -> None:
         service = CrossConnectMonitorService(asyncio.Event())
         service.queue_limit = 4
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
         service.queues["s1"] = queue
         for i in range(10):
-            service._enqueue("s1", bytes([i + 1]))
+            service._enqueue("s1", i + 1, bytes([i + 1]))
         assert "s1" not in service.queues  # dropped: no more events queued
-        items = [queue.get_nowait() for _ in range(queue.qsize())]
+        items = [queue.get_nowait()[1] for _ in range(queue.qsize())]
         assert items == [b"\x01", b"\x02", b"\x03", b""]  # then the overflow marker
 
     asyncio.run(scenario())
