@@ -172,7 +172,7 @@ class ConnectionActor(BaseActor):
             try:
                 applied = self._build(plan)
             except ForwarderError:
-                self.store.delete(self.xcon_id)
+                self._forget(plan)
                 raise
             detail = describe(plan)
         self.store.commit(self.xcon_id, data, plan, applied)
@@ -224,9 +224,21 @@ class ConnectionActor(BaseActor):
 
     # --- Close --------------------------------------------------------------------------------
 
+    def _forget(self, plan: Plan) -> None:
+        """A first Request failed: make sure nothing of its plan is left (the driver unwinds
+        its own steps, but not when its worker died), then drop the row. If even that fails,
+        the pending row stays, for the next Request or Close of this id, or for reconcile."""
+        try:
+            self._call("remove", plan)
+        except ForwarderError as exc:
+            log.warning("request id=%s: leftovers not removed yet (%s)", self.xcon_id, exc)
+            return
+        self.store.delete(self.xcon_id)
+
     def _close_xconn(self, data: bytes) -> tuple[XconnClosed, str]:
         if self.applied is None:
             self._sweep(data)
+            self.store.delete(self.xcon_id)  # a pending row a failed Request may have left
             return XconnClosed(id=self.xcon_id, known=False), "(unknown id)"
         self.store.begin_close(self.xcon_id)
         self._call("remove", self.applied)

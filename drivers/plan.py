@@ -1,20 +1,30 @@
 """Validate a cross-connect and turn it into a driver plan (pure: no I/O, no grpc).
 
-``plan_from_xcon(xcon, mtu)`` either returns a plan in the format of
+``plan_from_xcon(xcon, mtu=..., egress_mtu=...)`` either returns a plan in the format of
 :mod:`nsm_forwarder.drivers.base` or raises :class:`InvalidRequest` whose message names the
 offending field, e.g. ``source.mechanism.parameters.name: 'eth/0' must not contain '/'``.
 What it checks (spec §2.6, plus what the kernel would reject later):
 
 - ``id``, ``payload``, ``source``, ``destination`` and each end's ``network_service`` are present;
 - a path, when set, has ``index < len(path_segments)``;
-- both ends are local (a path of at most one segment) ``KERNEL_INTERFACE`` mechanisms;
+- direction (spec §2.6, §5.3): a connection whose path has more than one segment is remote.
+  Both ends local: a local cross-connect (``KERNEL_INTERFACE`` on both ends). Source local and
+  destination remote: this node hosts the client (OUTGOING); source remote and destination
+  local: this node hosts the endpoint (INCOMING). Both remote: refused;
+- the local end of a remote cross-connect is ``KERNEL_INTERFACE``, the remote end ``VXLAN`` or
+  ``WIREGUARD`` with its parameters (spec §3.2): ``src_ip``/``dst_ip`` IP addresses of one
+  family, ``vni`` decimal in 1..16777215, WireGuard keys 32-byte base64, ports 1..65535;
 - interface names are valid Linux names (1..15 bytes, no '/', ':' or whitespace, not '.'/'..');
 - ``netnsInode`` is a decimal integer;
 - addresses are ``addr/len``, route prefixes are CIDRs, neighbours have an IP and a MAC.
+
+No message ever quotes a WireGuard key: the private ones are secrets.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import re
 from typing import Any
@@ -24,18 +34,38 @@ from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
 
 KERNEL_INTERFACE = "KERNEL_INTERFACE"
 VXLAN = "VXLAN"
+WIREGUARD = "WIREGUARD"
 #: Mechanism types this forwarder can build, by class.
 LOCAL_MECHANISMS = (KERNEL_INTERFACE,)
-REMOTE_MECHANISMS = (VXLAN,)
+REMOTE_MECHANISMS = (VXLAN, WIREGUARD)
+#: Plan kind of each remote mechanism.
+REMOTE_KINDS = {VXLAN: "vxlan", WIREGUARD: "wireguard"}
+
+#: Encapsulation overhead over an IPv4 / IPv6 underlay, in bytes: outer IP + UDP + VXLAN (8) +
+#: inner Ethernet (14); outer IP + UDP + WireGuard data header (16) + auth tag (16).
+OVERHEAD = {"vxlan": {4: 50, 6: 70}, "wireguard": {4: 60, 6: 80}}
+#: MTU assumed for the underlay when the caller does not know the egress interface's.
+DEFAULT_EGRESS_MTU = 1500
+MIN_MTU = 68
+MAX_MTU = 65535
+MAX_VNI = 2**24 - 1
 
 IFNAMSIZ = 16
 _MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_DECIMAL = re.compile(r"^[0-9]+$")
 
 Plan = dict[str, Any]
 
 
-def plan_from_xcon(xcon: crossconnect_pb2.CrossConnect, *, mtu: int) -> Plan:
-    """Validate ``xcon`` and build the driver plan for it (see module docstring)."""
+def plan_from_xcon(
+    xcon: crossconnect_pb2.CrossConnect, *, mtu: int, egress_mtu: int = DEFAULT_EGRESS_MTU
+) -> Plan:
+    """Validate ``xcon`` and build the driver plan for it (see module docstring).
+
+    ``mtu`` is the MTU of local veth pairs (config ``mtu``); a remote plan's MTU is instead
+    ``egress_mtu`` (the MTU of the interface carrying ``NSM_FORWARDER_SRC_IP``, as found by the
+    driver's ``init``) minus the encapsulation overhead.
+    """
     if not xcon.id:
         raise InvalidRequest("id: must not be empty")
     if not xcon.payload:
@@ -45,15 +75,14 @@ def plan_from_xcon(xcon: crossconnect_pb2.CrossConnect, *, mtu: int) -> Plan:
             raise InvalidRequest(f"{side}: must be set")
         _check_connection(side, getattr(xcon, side))
     src, dst = xcon.source, xcon.destination
-    if is_remote(src) or is_remote(dst):
+    if is_remote(src) and is_remote(dst):
         raise InvalidRequest(
-            "path: remote cross-connects (a path with more than one segment) are not supported "
-            "by the kernel driver yet; only local KERNEL_INTERFACE <-> KERNEL_INTERFACE"
+            "path: both source and destination are remote (more than one path segment); "
+            "one end of a cross-connect must be on this node"
         )
-    ip = src.context.ip_context if src.HasField("context") else None
-    dst_ip = dst.context.ip_context if dst.HasField("context") else None
-    # nsmd shares one ip_context between both ends; if only one end carries it, use that one.
-    ctx = ip if ip is not None and ip.ByteSize() else (dst_ip if dst_ip is not None else ip)
+    if is_remote(src) or is_remote(dst):
+        return _remote_plan(xcon, egress_mtu)
+    ctx = _ip_context(src, dst)
     src_addr = _cidr("source.context.ip_context.src_ip_addr", ctx.src_ip_addr) if ctx else ""
     dst_addr = _cidr("destination.context.ip_context.dst_ip_addr", ctx.dst_ip_addr) if ctx else ""
     src_gw = src_addr.split("/")[0] if src_addr else ""
@@ -74,10 +103,126 @@ def plan_from_xcon(xcon: crossconnect_pb2.CrossConnect, *, mtu: int) -> Plan:
     return {"id": xcon.id, "kind": "local", "mtu": mtu, "src": plan_src, "dst": plan_dst}
 
 
+def _ip_context(*conns: connection_pb2.Connection) -> Any:
+    """The ip_context to use: nsmd shares one between both ends; if only one end carries it,
+    use that one (the first one given wins when both do)."""
+    ctxs = [c.context.ip_context for c in conns if c.HasField("context")]
+    for ctx in ctxs:
+        if ctx.ByteSize():
+            return ctx
+    return ctxs[0] if ctxs else None
+
+
+def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int) -> Plan:
+    """The plan of a cross-connect with exactly one end on this node (spec §5.3).
+
+    Plan format (see :mod:`nsm_forwarder.drivers.base`)::
+
+        {"id", "kind": "vxlan" | "wireguard", "mtu": int,
+         "direction": "outgoing" | "incoming", "side": "src" | "dst",   # the local end
+         "local": End,                                               # the pod end
+         "tunnel": {"local_ip", "remote_ip", "vni"}                  # vxlan
+                 | {"local_ip", "remote_ip", "listen_port", "remote_port",
+                    "private_key", "peer_public_key"}}               # wireguard (base64 keys)
+    """
+    outgoing = not is_remote(xcon.source)
+    if outgoing:  # this node hosts the client: the source is local
+        direction, side = "outgoing", "src"
+        local_field, remote_field = "source", "destination"
+        local, remote = xcon.source, xcon.destination
+    else:  # this node hosts the endpoint: the destination is local
+        direction, side = "incoming", "dst"
+        local_field, remote_field = "destination", "source"
+        local, remote = xcon.destination, xcon.source
+    mech = remote.mechanism
+    if mech.type not in REMOTE_MECHANISMS:
+        raise InvalidRequest(
+            f"{remote_field}.mechanism.type: {mech.type!r} is not supported for the remote end "
+            f"(its path has more than one segment) by the kernel driver "
+            f"(remote: {', '.join(REMOTE_MECHANISMS)})"
+        )
+    kind = REMOTE_KINDS[mech.type]
+    where = f"{remote_field}.mechanism.parameters"
+    params = mech.parameters
+    src_ip = _underlay_ip(f"{where}.src_ip", params.get("src_ip", ""))
+    dst_ip = _underlay_ip(f"{where}.dst_ip", params.get("dst_ip", ""))
+    if src_ip.version != dst_ip.version:
+        raise InvalidRequest(
+            f"{where}: src_ip {src_ip} and dst_ip {dst_ip} are not of the same IP family"
+        )
+    local_ip, remote_ip = (src_ip, dst_ip) if outgoing else (dst_ip, src_ip)
+    tunnel: dict[str, Any] = {"local_ip": str(local_ip), "remote_ip": str(remote_ip)}
+    if kind == "vxlan":
+        tunnel["vni"] = _vni(f"{where}.vni", params.get("vni", ""))
+    else:
+        for key in ("src_public_key", "src_private_key", "dst_public_key", "dst_private_key"):
+            if key in params:
+                _wg_key(f"{where}.{key}", params[key])
+        for key in ("src_port", "dst_port"):
+            if key in params:
+                _port(f"{where}.{key}", params[key])
+        mine, theirs = ("src", "dst") if outgoing else ("dst", "src")
+        tunnel.update(
+            listen_port=_port(f"{where}.{mine}_port", params.get(f"{mine}_port", "")),
+            remote_port=_port(f"{where}.{theirs}_port", params.get(f"{theirs}_port", "")),
+            private_key=_wg_key(
+                f"{where}.{mine}_private_key", params.get(f"{mine}_private_key", "")
+            ),
+            peer_public_key=_wg_key(
+                f"{where}.{theirs}_public_key", params.get(f"{theirs}_public_key", "")
+            ),
+        )
+
+    end = _end(local_field, local)
+    ctx = _ip_context(local, remote)
+    if ctx is not None:
+        src_addr = _cidr(f"{local_field}.context.ip_context.src_ip_addr", ctx.src_ip_addr)
+        dst_addr = _cidr(f"{local_field}.context.ip_context.dst_ip_addr", ctx.dst_ip_addr)
+        if outgoing:  # the client's end: src address, dst_routes via the endpoint's address
+            end["addr"] = src_addr
+            end["routes"] = _routes("dst_routes", ctx.dst_routes, src_addr, _host(dst_addr))
+            _routes("src_routes", ctx.src_routes, "", "")  # validated, applied by the peer
+            neighbors = _neighbors(ctx.ip_neighbors)
+        else:  # the endpoint's end: dst address, src_routes via the client's address
+            end["addr"] = dst_addr
+            end["routes"] = _routes("src_routes", ctx.src_routes, dst_addr, _host(src_addr))
+            _routes("dst_routes", ctx.dst_routes, "", "")
+            _neighbors(ctx.ip_neighbors)  # validated; as for local ones: client side only
+            neighbors = []
+        # A WireGuard device is layer 3 (no ARP, no link-layer address): neighbour entries
+        # make no sense on it and are left out.
+        end["neighbors"] = neighbors if kind == "vxlan" else []
+    overhead = OVERHEAD[kind][local_ip.version]
+    return {
+        "id": xcon.id,
+        "kind": kind,
+        "mtu": max(MIN_MTU, min(MAX_MTU, egress_mtu - overhead)),
+        "direction": direction,
+        "side": side,
+        "local": end,
+        "tunnel": tunnel,
+    }
+
+
 def describe(plan: Plan) -> str:
-    """One short human description of a plan, for the INFO line of a Request or Close."""
-    src, dst = plan["src"], plan["dst"]
-    return f"{plan['kind']} {src['name']}@{src['inode']} <-> {dst['name']}@{dst['inode']}"
+    """One short human description of a plan, for the INFO line of a Request or Close.
+
+    Never includes a key."""
+    kind = plan.get("kind")
+    if kind == "local":
+        src, dst = plan["src"], plan["dst"]
+        return f"{kind} {src['name']}@{src['inode']} <-> {dst['name']}@{dst['inode']}"
+    end, tunnel = plan["local"], plan["tunnel"]
+    head = f"{kind} {plan['direction']} {end['name']}@{end['inode']}"
+    if kind == "vxlan":
+        return f"{head} vni {tunnel['vni']} {tunnel['local_ip']} -> {tunnel['remote_ip']}"
+    local = _endpoint(tunnel["local_ip"], tunnel["listen_port"])
+    remote = _endpoint(tunnel["remote_ip"], tunnel["remote_port"])
+    return f"{head} {local} -> {remote}"
+
+
+def _endpoint(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def is_remote(conn: connection_pb2.Connection) -> bool:
@@ -128,6 +273,51 @@ def check_ifname(field: str, name: str) -> None:
         raise InvalidRequest(
             f"{field}: {name!r} is not a valid interface name (no '/', ':' or spaces)"
         )
+
+
+def _underlay_ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    if not text:
+        raise InvalidRequest(f"{field}: must be set (tunnel underlay IP address)")
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidRequest(f"{field}: {text!r} is not an IP address") from None
+    if ip.is_unspecified or ip.is_multicast:
+        raise InvalidRequest(f"{field}: {text!r} is not a unicast address")
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        raise InvalidRequest(f"{field}: {text!r}: scoped addresses are not supported")
+    return ip
+
+
+def _vni(field: str, text: str) -> int:
+    if not _DECIMAL.match(text) or not 1 <= int(text) <= MAX_VNI:
+        raise InvalidRequest(f"{field}: must be a decimal VNI in 1..{MAX_VNI}, got {text!r}")
+    return int(text)
+
+
+def _port(field: str, text: str) -> int:
+    if not _DECIMAL.match(text) or not 1 <= int(text) <= 65535:
+        raise InvalidRequest(f"{field}: must be a decimal UDP port in 1..65535, got {text!r}")
+    return int(text)
+
+
+def _wg_key(field: str, text: str) -> str:
+    """A WireGuard key in canonical base64; the message never quotes the value."""
+    if not text:
+        raise InvalidRequest(f"{field}: must be set (a base64 WireGuard key)")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest(f"{field}: is not valid base64 (value not shown)") from None
+    if len(raw) != 32:
+        raise InvalidRequest(
+            f"{field}: must be a 32-byte WireGuard key, got {len(raw)} bytes (value not shown)"
+        )
+    return base64.b64encode(raw).decode()
+
+
+def _host(cidr: str) -> str:
+    return cidr.split("/")[0] if cidr else ""
 
 
 def _cidr(field: str, text: str) -> str:

@@ -10,7 +10,8 @@ from nsm_forwarder.drivers.base import Driver
 
 @dataclass(frozen=True)
 class DriverInfo:
-    """One driver: where its class lives and which mechanism types it builds."""
+    """One driver: where its class lives and which mechanism types it can build (its ``init``
+    may offer fewer, e.g. no WIREGUARD where wireguard-go cannot run)."""
 
     name: str
     target: str  # "module:Class"
@@ -23,7 +24,7 @@ DRIVERS: dict[str, DriverInfo] = {
         name="kernel",
         target="nsm_forwarder.drivers.kernel.driver:KernelDriver",
         local_mechanisms=("KERNEL_INTERFACE",),
-        remote_mechanisms=("VXLAN",),
+        remote_mechanisms=("VXLAN", "WIREGUARD"),
     ),
 }
 

@@ -262,3 +262,167 @@ def local_xcon(
     return crossconnect_pb2.CrossConnect(
         id=xcon_id, payload="IP", source=source, destination=destination
     )
+
+
+# --- two-node test bed (remote cross-connects) --------------------------------------------------
+
+_subnets = itertools.count(os.getpid() % 200)
+
+
+@dataclass
+class Underlay:
+    """Two node namespaces joined by a veth pair: each with its own address and a default route
+    via the other (``a_ip`` / ``b_ip`` without prefix length)."""
+
+    a: str
+    b: str
+    a_ip: str
+    b_ip: str
+    prefixlen: int
+
+    def delete(self) -> None:
+        for name in (self.a, self.b):
+            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+def make_underlay(v6: bool = False) -> Underlay:
+    """A fresh :class:`Underlay` (unique names, a /24 or /64 of its own); the caller deletes it.
+
+    IPv4 172.31.N.1/24 and .2/24, or IPv6 fd31:0:0:N::1/64 and ::2/64 (no DAD wait).
+    """
+    n = next(_subnets) % 250 + 1
+    a, b = unique("nfa"), unique("nfb")
+    if v6:
+        a_ip, b_ip, plen = f"fd31:0:0:{n:x}::1", f"fd31:0:0:{n:x}::2", 64
+    else:
+        a_ip, b_ip, plen = f"172.31.{n}.1", f"172.31.{n}.2", 24
+    bed = Underlay(a, b, a_ip, b_ip, plen)
+    try:
+        for name in (a, b):
+            sh("ip", "netns", "add", name)
+            sh("ip", "-n", name, "link", "set", "lo", "up")
+        sh("ip", "link", "add", "ul0", "netns", a, "type", "veth", "peer", "ul0", "netns", b)
+        for name, ip, peer in ((a, a_ip, b_ip), (b, b_ip, a_ip)):
+            extra = ["nodad"] if v6 else []
+            sh("ip", "-n", name, "addr", "add", f"{ip}/{plen}", "dev", "ul0", *extra)
+            sh("ip", "-n", name, "link", "set", "ul0", "up")
+            sh("ip", "-n", name, "route", "add", "default", "via", peer)
+    except BaseException:
+        bed.delete()
+        raise
+    return bed
+
+
+def wg_keypair() -> tuple[str, str]:
+    """(private, public) WireGuard keys in base64, from ``wg genkey`` / ``wg pubkey``."""
+    private = sh("wg", "genkey").strip()
+    done = subprocess.run(["wg", "pubkey"], input=private, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise AssertionError(f"wg pubkey: {done.stderr.strip()}")
+    return private, done.stdout.strip()
+
+
+def wireguard_pids(name_prefix: str = "nsmwg") -> dict[int, str]:
+    """{pid: device} of every live (not zombie) ``wireguard-go`` process whose device name starts
+    with ``name_prefix``."""
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm") as f:
+                if f.read().strip() != "wireguard-go":
+                    continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = [a.decode() for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{entry}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and args and args[-1].startswith(name_prefix):
+            found[int(entry)] = args[-1]
+    return found
+
+
+@dataclass
+class RemotePair:
+    """The two cross-connects nsmd would send for one client->endpoint connection across nodes:
+    ``outgoing`` to the client's node (source local), ``incoming`` to the endpoint's node
+    (destination local)."""
+
+    outgoing: crossconnect_pb2.CrossConnect
+    incoming: crossconnect_pb2.CrossConnect
+
+
+def remote_pair(
+    name: str,
+    client: Pod,
+    endpoint: Pod,
+    client_node_ip: str,
+    endpoint_node_ip: str,
+    mechanism: str = "VXLAN",
+    *,
+    vni: int = 3,
+    ports: tuple[int, int] = (51820, 51821),
+    keys: tuple[tuple[str, str], tuple[str, str]] | None = None,
+    client_if: str = "nsm0",
+    endpoint_if: str = "nsm0",
+    src_ip: str = "10.60.1.1/30",
+    dst_ip: str = "10.60.1.2/30",
+    **ip_context: Any,
+) -> RemotePair:
+    """Build the pair like nsmd (spec §3.3, §7.3): the source nsmd's local connection (path of
+    one segment) and the remote connection (two segments) whose mechanism carries the tunnel
+    parameters: ``src_ip`` (client node), ``dst_ip`` (endpoint node) and ``vni`` for VXLAN;
+    ports and both key pairs for WIREGUARD (``keys`` = ((src private, src public), (dst private,
+    dst public)), generated when None)."""
+    ctx = connectioncontext_pb2.ConnectionContext(
+        ip_context=connectioncontext_pb2.IPContext(
+            src_ip_addr=src_ip, dst_ip_addr=dst_ip, **ip_context
+        )
+    )
+    params = {"src_ip": client_node_ip, "dst_ip": endpoint_node_ip}
+    if mechanism == "VXLAN":
+        params["vni"] = str(vni)
+    elif mechanism == "WIREGUARD":
+        (src_priv, src_pub), (dst_priv, dst_pub) = keys or (wg_keypair(), wg_keypair())
+        params.update(
+            src_port=str(ports[0]),
+            dst_port=str(ports[1]),
+            src_private_key=src_priv,
+            src_public_key=src_pub,
+            dst_private_key=dst_priv,
+            dst_public_key=dst_pub,
+        )
+    segments = [
+        connection_pb2.PathSegment(name="nsmd-client-node", id=f"{name}-1"),
+        connection_pb2.PathSegment(name="nsmd-endpoint-node", id=f"{name}-2"),
+    ]
+
+    def local(conn_id: str, pod: Pod, ifname: str, segment: int) -> connection_pb2.Connection:
+        conn = end(conn_id, ifname, pod.inode)
+        conn.context.CopyFrom(ctx)
+        conn.path.path_segments.append(segments[segment])
+        return conn
+
+    remote = connection_pb2.Connection(
+        id=f"{name}-remote",
+        network_service="svc",
+        mechanism=connection_pb2.Mechanism(type=mechanism, parameters=params),
+        context=ctx,
+        path=connection_pb2.Path(index=1, path_segments=segments),
+        network_service_endpoint_name="nse-1",
+    )
+    outgoing = crossconnect_pb2.CrossConnect(
+        id=f"{name}-out",
+        payload="IP",
+        source=local(f"{name}-client", client, client_if, 0),
+        destination=remote,
+    )
+    incoming = crossconnect_pb2.CrossConnect(
+        id=f"{name}-in",
+        payload="IP",
+        source=remote,
+        destination=local(f"{name}-endpoint", endpoint, endpoint_if, 1),
+    )
+    return RemotePair(outgoing, incoming)

@@ -1,4 +1,5 @@
-"""KernelDriver: local cross-connects as one veth pair across two pod network namespaces.
+"""KernelDriver: local cross-connects as one veth pair across two pod network namespaces;
+remote ones (VXLAN, WireGuard) are built by :mod:`.remote`.
 
 ``apply`` creates the pair directly across the namespaces (the source end in the source pod, the
 peer in the destination pod), sets MTU, our tag (alias ``nsm:<id>:<side>`` and group
@@ -14,22 +15,19 @@ returning.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
-import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, parse_tag, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
-from nsm_forwarder.drivers.kernel import netns
+from nsm_forwarder.drivers.kernel import netns, wireguard
+from nsm_forwarder.drivers.kernel.egress import Egress, find_egress
 from nsm_forwarder.drivers.kernel.ops import (
     GONE,
     Link,
@@ -39,6 +37,23 @@ from nsm_forwarder.drivers.kernel.ops import (
     step,
     to_forwarder_error,
 )
+from nsm_forwarder.drivers.kernel.remote import (
+    DEFAULT_VXLAN_PORT,
+    apply_remote,
+    remove_remote,
+    stop_orphan_daemons,
+)
+from nsm_forwarder.drivers.kernel.shapes import (
+    REMOTE_KINDS,
+    SIDES,
+    End,
+    IPInterface,
+    Neighbor,
+    Route,
+    check_inode,
+    family,
+    parse_local_plan,
+)
 from nsm_forwarder.drivers.kernel.stats import read_stats
 from nsm_forwarder.drivers.kernel.sweep import sweep_tagged
 from nsm_forwarder.drivers.kernel.undo import UndoStack
@@ -46,113 +61,8 @@ from nsm_forwarder.drivers.registry import driver_info
 
 log = logging.getLogger(__name__)
 
-IFNAMSIZ = 16
 IFA_F_NODAD = 0x02
 RT_SCOPE_LINK = 253
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-SIDES = ("src", "dst")
-
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-# ---------------------------------------------------------------------------------------------
-# Plan parsing (shape checks only; the plan builder validates the request itself)
-
-
-@dataclass(frozen=True)
-class Route:
-    net: IPNetwork
-    gateway: IPAddress | None
-
-
-@dataclass(frozen=True)
-class Neighbor:
-    ip: IPAddress
-    mac: str
-
-
-@dataclass(frozen=True)
-class End:
-    side: str
-    inode: int
-    name: str
-    addr: IPInterface | None
-    routes: tuple[Route, ...]
-    neighbors: tuple[Neighbor, ...]
-
-
-def _family(version: int) -> int:
-    return socket.AF_INET if version == 4 else socket.AF_INET6
-
-
-def _check_name(name: Any, where: str) -> str:
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name.encode()) >= IFNAMSIZ
-        or name in (".", "..")
-        or any(c in name for c in "/:")
-        or any(c.isspace() for c in name)
-    ):
-        raise InvalidRequest(f"{where}: invalid interface name {name!r}")
-    return name
-
-
-def _check_inode(inode: Any, where: str) -> int:
-    if isinstance(inode, bool) or not isinstance(inode, int) or inode <= 0:
-        raise InvalidRequest(f"{where}: invalid netns inode {inode!r}")
-    return inode
-
-
-def _parse_end(raw: Any, side: str) -> End:
-    where = f"{side} end"
-    if not isinstance(raw, dict):
-        raise InvalidRequest(f"{where} missing or not a mapping")
-    inode = _check_inode(raw.get("inode"), where)
-    name = _check_name(raw.get("name"), where)
-    try:
-        addr_s = raw.get("addr") or ""
-        addr = ipaddress.ip_interface(addr_s) if addr_s else None
-        routes: list[Route] = []
-        for r in raw.get("routes") or ():
-            net = ipaddress.ip_network(r["prefix"], strict=False)
-            gw_s = r.get("gateway") or ""
-            gw = ipaddress.ip_address(gw_s) if gw_s else None
-            if gw is not None and gw.version != net.version:
-                raise ValueError(f"gateway {gw} is not of the family of {net}")
-            routes.append(Route(net, gw))
-        neighbors: list[Neighbor] = []
-        for n in raw.get("neighbors") or ():
-            ip = ipaddress.ip_address(n["ip"])
-            mac = n["mac"]
-            if not isinstance(mac, str) or not _MAC.match(mac):
-                raise ValueError(f"invalid MAC address {mac!r}")
-            neighbors.append(Neighbor(ip, mac.lower()))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidRequest(f"{where}: {exc}") from exc
-    return End(side, inode, name, addr, tuple(routes), tuple(neighbors))
-
-
-def parse_local_plan(plan: Plan) -> tuple[str, int, End, End]:
-    """(id, mtu, src, dst) of a local plan; :class:`InvalidRequest` if it is not one."""
-    if not isinstance(plan, dict):
-        raise InvalidRequest("plan is not a mapping")
-    if plan.get("kind") != "local":
-        raise InvalidRequest(f"kernel driver cannot apply a plan of kind {plan.get('kind')!r}")
-    xid = plan.get("id")
-    if not isinstance(xid, str) or not xid:
-        raise InvalidRequest(f"invalid cross-connect id {xid!r}")
-    mtu = plan.get("mtu") or 0
-    if isinstance(mtu, bool) or not isinstance(mtu, int) or mtu < 0:
-        raise InvalidRequest(f"invalid mtu {mtu!r}")
-    src = _parse_end(plan.get("src"), "src")
-    dst = _parse_end(plan.get("dst"), "dst")
-    if src.inode == dst.inode and src.name == dst.name:
-        raise InvalidRequest(f"both ends are {src.name!r} in the same netns {src.inode}")
-    return xid, mtu, src, dst
-
 
 # ---------------------------------------------------------------------------------------------
 # Kernel steps (module-level so tests can inject failures)
@@ -163,7 +73,7 @@ def _add_address(ipr: Any, index: int, addr: IPInterface) -> Callable[[], None]:
         "index": index,
         "address": str(addr.ip),
         "prefixlen": addr.network.prefixlen,
-        "family": _family(addr.version),
+        "family": family(addr.version),
     }
     if addr.version == 6:
         # a point-to-point veth whose addresses come from IPAM: usable at once, no DAD wait
@@ -174,7 +84,7 @@ def _add_address(ipr: Any, index: int, addr: IPInterface) -> Callable[[], None]:
 
 
 def _add_route(ipr: Any, index: int, route: Route) -> Callable[[], None]:
-    kw: dict[str, Any] = {"dst": str(route.net), "oif": index, "family": _family(route.net.version)}
+    kw: dict[str, Any] = {"dst": str(route.net), "oif": index, "family": family(route.net.version)}
     if route.gateway is not None:
         kw["gateway"] = str(route.gateway)
     elif route.net.version == 4:
@@ -187,7 +97,7 @@ def _add_neighbor(ipr: Any, index: int, neigh: Neighbor) -> Callable[[], None]:
     kw: dict[str, Any] = {
         "dst": str(neigh.ip),
         "ifindex": index,
-        "family": _family(neigh.ip.version),
+        "family": family(neigh.ip.version),
     }
     # replace, not add: traffic may already have made the kernel create a (non-permanent) entry
     ipr.neigh("replace", lladdr=neigh.mac, state="permanent", **kw)
@@ -207,21 +117,61 @@ class KernelDriver:
     name = "kernel"
 
     def __init__(self) -> None:
-        pass
+        self.config: dict[str, Any] = {}
+        #: the egress interface found by ``init`` (None before)
+        self.egress: Egress | None = None
+        self.vxlan_port = DEFAULT_VXLAN_PORT
+        self._node_fd: int | None = None
+
+    # -- init ------------------------------------------------------------------------------
+
+    def init(self, config: dict[str, Any]) -> dict[str, Any]:
+        """See :class:`~nsm_forwarder.drivers.base.Driver`; keeps ``config`` for later calls.
+
+        The namespace of the calling thread is the node namespace: remote tunnels keep their
+        underlay there. Refuses (EgressNotFound, one line) when no interface of it carries
+        ``src_ip``. Advertises WIREGUARD only when wireguard-go can run here.
+        """
+        self.config = dict(config)
+        self.vxlan_port = int(config.get("vxlan_port") or DEFAULT_VXLAN_PORT)
+        with netns.iproute_in(self.node_fd()) as ipr, step("find the egress interface"):
+            self.egress = find_egress(ipr, str(config.get("src_ip") or ""))
+        log.debug(
+            "egress interface %s (ifindex %d, mtu %d) carries %s",
+            self.egress.ifname,
+            self.egress.ifindex,
+            self.egress.mtu,
+            self.egress.ip,
+        )
+        info = driver_info(self.name)
+        remote = []
+        for mech in info.remote_mechanisms:
+            reason = wireguard.unavailable() if mech == "WIREGUARD" else None
+            if reason is not None:
+                log.debug("not offering %s: %s", mech, reason)
+                continue
+            remote.append(mech)
+        return {
+            "local": list(info.local_mechanisms),
+            "remote": remote,
+            "egress": self.egress.to_wire(),
+        }
+
+    def node_fd(self) -> int:
+        """An fd of the node namespace: the calling thread's when first asked (``init``)."""
+        if self._node_fd is None:
+            flags = os.O_RDONLY | os.O_CLOEXEC
+            self._node_fd = os.open("/proc/thread-self/ns/net", flags)
+        return self._node_fd
+
+    def node_inode(self) -> int:
+        return os.fstat(self.node_fd()).st_ino
 
     # -- apply -----------------------------------------------------------------------------
 
-    def init(self, config: dict[str, Any]) -> dict[str, Any]:
-        """See :class:`~nsm_forwarder.drivers.base.Driver`; keeps ``config`` for later calls."""
-        self.config = dict(config)
-        info = driver_info(self.name)
-        return {
-            "local": list(info.local_mechanisms),
-            "remote": list(info.remote_mechanisms),
-            "egress": None,
-        }
-
     def apply(self, plan: Plan) -> Applied:
+        if isinstance(plan, dict) and plan.get("kind") in REMOTE_KINDS:
+            return apply_remote(self, plan)
         xid, mtu, src, dst = parse_local_plan(plan)
         started = time.perf_counter()
         with ExitStack() as stack:
@@ -346,13 +296,16 @@ class KernelDriver:
     def remove(self, applied: Applied) -> None:
         if not isinstance(applied, dict) or not isinstance(applied.get("id"), str):
             raise InvalidRequest("applied record without an id")
+        if applied.get("kind") in REMOTE_KINDS:
+            remove_remote(self, applied)
+            return
         xid: str = applied["id"]
         started = time.perf_counter()
         for side in SIDES:
             end = applied.get(side)
             if not isinstance(end, dict):
                 raise InvalidRequest(f"applied record {xid}: {side} end missing")
-            inode = _check_inode(end.get("inode"), f"applied record {xid} {side} end")
+            inode = check_inode(end.get("inode"), f"applied record {xid} {side} end")
             name = end.get("name")
             ifindex = end.get("ifindex")
             try:
@@ -402,8 +355,14 @@ class KernelDriver:
         return read_stats(entries)
 
     def sweep(self, found: list[dict[str, Any]]) -> int:
-        """See :class:`~nsm_forwarder.drivers.base.Driver`."""
-        return sweep_tagged(found)
+        """See :class:`~nsm_forwarder.drivers.base.Driver`.
+
+        Deleting a WireGuard TUN ends its wireguard-go daemon by itself; the daemons of the
+        swept ids are stopped explicitly as well, so none is left even if it had not noticed.
+        """
+        deleted = sweep_tagged(found)
+        stop_orphan_daemons(self, found)
+        return deleted
 
     def observe(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+
+import msgpack
 import pytest
 
 from nsm_forwarder.drivers.errors import InvalidRequest
-from nsm_forwarder.drivers.plan import plan_from_xcon
+from nsm_forwarder.drivers.plan import describe, plan_from_xcon
 from nsm_forwarder.proto import connection_pb2, connectioncontext_pb2, crossconnect_pb2
 
 
@@ -118,17 +121,212 @@ def test_plan_rejects_bad_route_and_neighbour() -> None:
         plan_from_xcon(x, mtu=1500)
 
 
-def test_plan_rejects_remote_for_now() -> None:
-    x = xcon()
-    x.destination.path.path_segments.add(name="nsmd-a")
-    x.destination.path.path_segments.add(name="nsmd-b")
-    with pytest.raises(InvalidRequest, match="remote cross-connects"):
-        plan_from_xcon(x, mtu=1500)
-
-
 def test_plan_rejects_same_name_in_same_namespace() -> None:
     x = xcon()
     x.destination.mechanism.parameters["netnsInode"] = "11"
     x.destination.mechanism.parameters["name"] = "a0"
     with pytest.raises(InvalidRequest, match="same interface name"):
         plan_from_xcon(x, mtu=1500)
+
+
+# --- remote cross-connects --------------------------------------------------------------------
+
+KEYS = {
+    # any 32 bytes are a valid key for the planner; these are distinct and recognisable
+    "src_private_key": base64.b64encode(bytes(range(32))).decode(),
+    "src_public_key": base64.b64encode(bytes(range(32, 64))).decode(),
+    "dst_private_key": base64.b64encode(bytes(range(64, 96))).decode(),
+    "dst_public_key": base64.b64encode(bytes(range(96, 128))).decode(),
+}
+
+
+def remote(
+    direction: str = "outgoing", mech: str = "VXLAN", **params: str | None
+) -> crossconnect_pb2.CrossConnect:
+    """A remote cross-connect as nsmd sends it to the client's (outgoing) or the endpoint's
+    (incoming) node: the local connection has one path segment, the remote one two."""
+    x = xcon(
+        dst_routes=[connectioncontext_pb2.Route(prefix="10.9.0.0/16")],
+        src_routes=[connectioncontext_pb2.Route(prefix="10.8.0.0/16")],
+        ip_neighbors=[
+            connectioncontext_pb2.IpNeighbor(ip="10.0.0.2", hardware_address="02:00:00:00:00:02")
+        ],
+    )
+    base: dict[str, str | None] = {"src_ip": "192.0.2.1", "dst_ip": "192.0.2.2"}
+    if mech == "VXLAN":
+        base["vni"] = "5"
+    else:
+        base.update(src_port="51820", dst_port="51821", **KEYS)
+    base.update(params)
+    far = x.destination if direction == "outgoing" else x.source
+    near = x.source if direction == "outgoing" else x.destination
+    far.mechanism.type = mech
+    far.mechanism.parameters.clear()
+    far.mechanism.parameters.update({k: v for k, v in base.items() if v is not None})
+    far.path.index = 1
+    far.path.path_segments.add(name="nsmd-a")
+    far.path.path_segments.add(name="nsmd-b")
+    near.path.path_segments.add(name="nsmd-a" if direction == "outgoing" else "nsmd-b")
+    return x
+
+
+def test_plan_remote_vxlan_outgoing_is_the_client_end() -> None:
+    plan = plan_from_xcon(remote("outgoing"), mtu=16000, egress_mtu=9000)
+    assert plan == {
+        "id": "x1",
+        "kind": "vxlan",
+        "mtu": 9000 - 50,
+        "direction": "outgoing",
+        "side": "src",
+        "local": {
+            "inode": 11,
+            "name": "a0",
+            "addr": "10.0.0.1/30",
+            "routes": [{"prefix": "10.9.0.0/16", "gateway": "10.0.0.2"}],
+            "neighbors": [{"ip": "10.0.0.2", "mac": "02:00:00:00:00:02"}],
+        },
+        "tunnel": {"local_ip": "192.0.2.1", "remote_ip": "192.0.2.2", "vni": 5},
+    }
+    assert msgpack.unpackb(msgpack.packb(plan)) == plan
+    assert describe(plan) == "vxlan outgoing a0@11 vni 5 192.0.2.1 -> 192.0.2.2"
+
+
+def test_plan_remote_vxlan_incoming_is_the_endpoint_end() -> None:
+    plan = plan_from_xcon(remote("incoming", vni="16777215"), mtu=16000)
+    assert plan["direction"] == "incoming" and plan["side"] == "dst"
+    assert plan["mtu"] == 1500 - 50  # the default egress MTU
+    assert plan["local"] == {
+        "inode": 22,
+        "name": "b0",
+        "addr": "10.0.0.2/30",
+        "routes": [{"prefix": "10.8.0.0/16", "gateway": "10.0.0.1"}],
+        "neighbors": [],  # as for local ends: neighbours go to the client side
+    }
+    assert plan["tunnel"] == {"local_ip": "192.0.2.2", "remote_ip": "192.0.2.1", "vni": 16777215}
+
+
+def test_plan_remote_ipv6_underlay_overhead() -> None:
+    v6 = {"src_ip": "fd00::1", "dst_ip": "FD00:0::2"}
+    plan = plan_from_xcon(remote("outgoing", **v6), mtu=1, egress_mtu=1500)
+    assert plan["mtu"] == 1430 and plan["tunnel"]["remote_ip"] == "fd00::2"
+    plan = plan_from_xcon(remote("incoming", "WIREGUARD", **v6), mtu=1, egress_mtu=1500)
+    assert plan["mtu"] == 1420
+    assert describe(plan) == "wireguard incoming b0@22 [fd00::2]:51821 -> [fd00::1]:51820"
+    huge = plan_from_xcon(remote("outgoing"), mtu=1, egress_mtu=65536 + 50 + 1)
+    assert huge["mtu"] == 65535
+
+
+@pytest.mark.parametrize(
+    ("direction", "listen", "peer_port", "private", "public", "local_ip", "remote_ip"),
+    [
+        # spec §5.3's table
+        ("incoming", 51821, 51820, "dst_private_key", "src_public_key", "192.0.2.2", "192.0.2.1"),
+        ("outgoing", 51820, 51821, "src_private_key", "dst_public_key", "192.0.2.1", "192.0.2.2"),
+    ],
+)
+def test_plan_remote_wireguard_parameters_by_direction(
+    direction: str,
+    listen: int,
+    peer_port: int,
+    private: str,
+    public: str,
+    local_ip: str,
+    remote_ip: str,
+) -> None:
+    plan = plan_from_xcon(remote(direction, "WIREGUARD"), mtu=16000, egress_mtu=1500)
+    assert plan["kind"] == "wireguard" and plan["mtu"] == 1440
+    assert plan["tunnel"] == {
+        "local_ip": local_ip,
+        "remote_ip": remote_ip,
+        "listen_port": listen,
+        "remote_port": peer_port,
+        "private_key": KEYS[private],
+        "peer_public_key": KEYS[public],
+    }
+    assert plan["local"]["neighbors"] == []  # a layer-3 device has no neighbours
+    text = describe(plan)
+    assert text.startswith(f"wireguard {direction} ")
+    assert not [k for k in KEYS.values() if k in text]
+
+
+def test_plan_remote_wireguard_needs_only_the_keys_of_its_side() -> None:
+    x = remote("outgoing", "WIREGUARD", dst_private_key=None, src_public_key=None)
+    assert plan_from_xcon(x, mtu=1)["tunnel"]["private_key"] == KEYS["src_private_key"]
+    with pytest.raises(InvalidRequest, match="src_private_key: must be set"):
+        plan_from_xcon(remote("outgoing", "WIREGUARD", src_private_key=None), mtu=1)
+    with pytest.raises(InvalidRequest, match="src_public_key: must be set"):
+        plan_from_xcon(remote("incoming", "WIREGUARD", src_public_key=None), mtu=1)
+
+
+def _both_remote() -> crossconnect_pb2.CrossConnect:
+    x = remote("outgoing")
+    x.source.path.path_segments.add(name="nsmd-c")
+    return x
+
+
+def _remote_end_kernel() -> crossconnect_pb2.CrossConnect:
+    x = remote("outgoing")
+    x.destination.mechanism.type = "KERNEL_INTERFACE"
+    return x
+
+
+def _local_end_vxlan() -> crossconnect_pb2.CrossConnect:
+    x = remote("incoming")
+    x.destination.mechanism.type = "VXLAN"
+    return x
+
+
+def _bad_local_route() -> crossconnect_pb2.CrossConnect:
+    x = remote("incoming")
+    x.destination.context.ip_context.src_routes.add(prefix="10.0.0.0/40")
+    return x
+
+
+BAD_KEY_31 = base64.b64encode(bytes(31)).decode()
+BAD_REMOTE: list[tuple[str, crossconnect_pb2.CrossConnect, str]] = [
+    ("both-remote", _both_remote(), "both source and destination are remote"),
+    ("remote-kernel", _remote_end_kernel(), "'KERNEL_INTERFACE' is not supported for the remote"),
+    ("local-vxlan", _local_end_vxlan(), "destination.mechanism.type: 'VXLAN' is not supported"),
+    ("memif", remote("outgoing", "MEMIF"), "'MEMIF' is not supported for the remote end"),
+    ("bad-src-ip", remote(src_ip="10.0.0.300"), "src_ip: '10.0.0.300' is not an IP address"),
+    ("no-dst-ip", remote(dst_ip=""), "dst_ip: must be set"),
+    ("any-ip", remote(dst_ip="0.0.0.0"), "dst_ip: '0.0.0.0' is not a unicast address"),
+    ("mcast-ip", remote(src_ip="239.1.1.1"), "src_ip: '239.1.1.1' is not a unicast address"),
+    ("families", remote(dst_ip="fd00::2"), "are not of the same IP family"),
+    ("vni-0", remote(vni="0"), "vni: must be a decimal VNI in 1..16777215, got '0'"),
+    ("vni-big", remote(vni="16777216"), "got '16777216'"),
+    ("vni-hex", remote(vni="0x10"), "got '0x10'"),
+    ("vni-neg", remote(vni="-1"), "got '-1'"),
+    ("vni-missing", remote(vni=None), "got ''"),
+    ("vni-unicode", remote(vni="٣"), "got '٣'"),
+    ("port-0", remote("outgoing", "WIREGUARD", src_port="0"), "src_port: must be a decimal"),
+    ("port-big", remote("incoming", "WIREGUARD", src_port="65536"), "got '65536'"),
+    ("port-other", remote("incoming", "WIREGUARD", src_port="x"), "src_port: must be"),
+    ("key-b64", remote("outgoing", "WIREGUARD", src_private_key="not base64!"), "not valid base64"),
+    ("key-31", remote("incoming", "WIREGUARD", src_public_key=BAD_KEY_31), "got 31 bytes"),
+    ("unused-key", remote("incoming", "WIREGUARD", src_private_key=BAD_KEY_31), "src_private_key"),
+    ("bad-route", _bad_local_route(), "src_routes[1].prefix: '10.0.0.0/40'"),
+]
+
+
+@pytest.mark.parametrize(
+    ("x", "message"), [b[1:] for b in BAD_REMOTE], ids=[b[0] for b in BAD_REMOTE]
+)
+def test_plan_rejects_bad_remote_input(x: crossconnect_pb2.CrossConnect, message: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        plan_from_xcon(x, mtu=1500)
+    assert message in str(err.value)
+    assert err.value.code == "INVALID_ARGUMENT"
+
+
+def test_plan_errors_never_quote_a_key() -> None:
+    secret = base64.b64encode(b"s" * 31).decode()
+    for key in ("src_private_key", "dst_private_key", "src_public_key"):
+        for direction in ("incoming", "outgoing"):
+            with pytest.raises(InvalidRequest) as err:
+                plan_from_xcon(remote(direction, "WIREGUARD", **{key: secret}), mtu=1)
+            assert secret not in str(err.value) and "not shown" in str(err.value)
+
+
+def test_describe_local_plan_unchanged() -> None:
+    assert describe(plan_from_xcon(xcon(), mtu=1500)) == "local a0@11 <-> b0@22"

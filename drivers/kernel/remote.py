@@ -1,0 +1,239 @@
+"""Remote cross-connects: this node's end, joined to the other node by a VXLAN or WireGuard tunnel.
+
+The tunnel device ends up in the pod namespace under the requested name, with the plan's MTU,
+our tag (alias ``nsm:<id>:<side>`` + :data:`~nsm_forwarder.drivers.base.TAG_GROUP`), and the
+end's addresses, routes and neighbours; its underlay (UDP sockets) stays in the node namespace,
+the namespace of the worker (the forwarder runs there).
+
+- **VXLAN**: one ``RTM_NEWLINK`` sent on a node-namespace socket with ``IFLA_NET_NS_FD`` = the pod:
+  the kernel creates the device directly in the pod, under its final name, while its UDP socket
+  (the "link netns") is the node's. Nothing ever appears in the node namespace, so no temporary
+  name and no rename are needed, and a name taken in the pod fails before anything exists.
+  Local/remote underlay addresses from the plan, VNI, UDP port from config (default 4789), no
+  learning, lower device = the egress interface (unless that is a loopback device: then routing
+  chooses).
+- **WireGuard**: a ``wireguard-go`` daemon (see :mod:`.wireguard`) creates a TUN under a
+  machine-unique name in the node namespace; once configured over its UAPI socket the TUN gets
+  its MTU and tag there (wireguard-go learns the MTU from that event) and is moved into the pod
+  and renamed in one ``RTM_NEWLINK``.
+
+Every step pushes its undo; a failure unwinds them all. ``remove`` (applied record or plan)
+deletes the tagged pod interface and, for WireGuard, stops the daemon and removes its socket:
+it also cleans what an interrupted apply left (a daemon whose TUN is still in the node
+namespace, a tagged device in the pod).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import time
+from contextlib import ExitStack
+from typing import TYPE_CHECKING, Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, tag
+from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
+from nsm_forwarder.drivers.kernel import netns, wireguard
+from nsm_forwarder.drivers.kernel.ops import get_link, ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.kernel.shapes import (
+    RemotePlan,
+    VxlanTunnel,
+    WireguardTunnel,
+    check_id,
+    check_inode,
+    parse_remote_plan,
+    remote_side,
+)
+from nsm_forwarder.drivers.kernel.undo import UndoStack
+
+if TYPE_CHECKING:
+    from nsm_forwarder.drivers.kernel.driver import KernelDriver
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VXLAN_PORT = 4789
+
+
+def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
+    plan = parse_remote_plan(raw)
+    node_fd = driver.node_fd()
+    started = time.perf_counter()
+    end = plan.end
+    device = ""
+    with ExitStack() as stack:
+        pod_fd = netns.open_netns(end.inode)
+        stack.callback(os.close, pod_fd)
+        ipr_pod = stack.enter_context(netns.iproute_in(pod_fd))
+        ipr_node = stack.enter_context(netns.iproute_in(node_fd))
+        driver._make_room(plan.id, (ipr_pod, end))
+        if isinstance(plan.tunnel, WireguardTunnel):
+            device = wireguard.device_name(driver.node_inode(), plan.id, plan.side)
+            with step(f"stop a stale {wireguard.BINARY} {device}"):
+                if wireguard.stop(device):
+                    log.debug("stopped a stale %s %s of %s", wireguard.BINARY, device, plan.id)
+        undo = UndoStack()
+        try:
+            if isinstance(plan.tunnel, VxlanTunnel):
+                index = _build_vxlan(driver, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
+            else:
+                index = _build_wireguard(plan, plan.tunnel, device, ipr_node, ipr_pod, pod_fd, undo)
+            with step(f"tag and set up {end.name} in netns {end.inode}"):
+                ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
+            driver._configure(ipr_pod, end, index, undo)
+        except BaseException as exc:
+            log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
+            undo.unwind()
+            if isinstance(exc, Exception):
+                raise to_forwarder_error(exc, f"apply {plan.id}") from exc
+            raise
+        undo.clear()
+    log.debug(
+        "applied %s (%s) in %.1f ms", plan.id, plan.kind, (time.perf_counter() - started) * 1e3
+    )
+    return {
+        "id": plan.id,
+        "kind": plan.kind,
+        "side": plan.side,
+        "local": {"inode": end.inode, "name": end.name, "ifindex": index},
+        "device": device,
+    }
+
+
+def _build_vxlan(
+    driver: KernelDriver,
+    plan: RemotePlan,
+    tunnel: VxlanTunnel,
+    ipr_node: Any,
+    ipr_pod: Any,
+    pod_fd: int,
+    undo: UndoStack,
+) -> int:
+    end = plan.end
+    port = driver.vxlan_port
+    v6 = tunnel.local_ip.version == 6
+    kw: dict[str, Any] = {
+        "vxlan_id": tunnel.vni,
+        "vxlan_local6" if v6 else "vxlan_local": str(tunnel.local_ip),
+        "vxlan_group6" if v6 else "vxlan_group": str(tunnel.remote_ip),
+        "vxlan_port": port,
+        "vxlan_learning": 0,
+    }
+    egress = driver.egress
+    if egress is not None and not egress.loopback:
+        kw["vxlan_link"] = egress.ifindex
+    if plan.mtu:
+        kw["mtu"] = plan.mtu
+    what = (
+        f"create vxlan {end.name} in netns {end.inode} (vni {tunnel.vni}, "
+        f"{tunnel.local_ip} -> {tunnel.remote_ip}, port {port})"
+    )
+    with step(what):
+        try:
+            ipr_node.link(
+                "add", ifname=end.name, kind="vxlan", net_ns_fd=pod_fd, group=TAG_GROUP, **kw
+            )
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST and get_link(ipr_pod, ifname=end.name) is None:
+                raise AlreadyExists(
+                    f"{what}: VNI {tunnel.vni} is already used by another VXLAN device on this "
+                    f"node (UDP port {port})"
+                ) from None
+            raise
+    undo.push(
+        f"delete vxlan {end.name} in netns {end.inode}",
+        ignore_gone(lambda: ipr_pod.link("del", ifname=end.name)),
+    )
+    with step(f"look up new {end.name} in netns {end.inode}"):
+        link = get_link(ipr_pod, ifname=end.name)
+    if link is None:
+        raise DriverError(f"{what}: created device vanished")
+    return link.index
+
+
+def _build_wireguard(
+    plan: RemotePlan,
+    tunnel: WireguardTunnel,
+    device: str,
+    ipr_node: Any,
+    ipr_pod: Any,
+    pod_fd: int,
+    undo: UndoStack,
+) -> int:
+    end = plan.end
+    with step(f"start {wireguard.BINARY} {device}"):
+        wireguard.start(device)
+    undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
+    peer = f"{tunnel.remote_ip}:{tunnel.remote_port}"
+    with step(f"configure {device}: listen port {tunnel.listen_port}, peer {peer}"):
+        # the daemon answers only once it has the TUN device: it is safe to move it after this
+        wireguard.configure(device, tunnel)
+    with step(f"look up {device} in the node netns"):
+        link = get_link(ipr_node, ifname=device)
+    if link is None:
+        raise DriverError(f"{wireguard.BINARY} {device} runs but its TUN device is missing")
+    changes: dict[str, Any] = {"ifalias": tag(plan.id, plan.side), "group": TAG_GROUP}
+    if plan.mtu:
+        changes["mtu"] = plan.mtu
+    with step(f"tag {device} in the node netns"):
+        ipr_node.link("set", index=link.index, **changes)
+    what = f"move {device} into netns {end.inode} as {end.name}"
+    with step(what):
+        ipr_node.link("set", index=link.index, net_ns_fd=pod_fd, ifname=end.name)
+    undo.push(
+        f"delete {end.name} in netns {end.inode}",
+        ignore_gone(lambda: ipr_pod.link("del", ifname=end.name)),
+    )
+    with step(f"look up {end.name} in netns {end.inode}"):
+        moved = get_link(ipr_pod, ifname=end.name)
+    if moved is None:
+        raise DriverError(f"{what}: the device vanished")
+    return moved.index
+
+
+def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
+    """Remove what an applied record (or a plan, maybe half applied) of a remote kind names."""
+    xid = check_id(record.get("id"))
+    side = remote_side(record)
+    started = time.perf_counter()
+    end = record.get("local")
+    if not isinstance(end, dict):
+        raise InvalidRequest(f"record {xid}: local end missing")
+    inode = check_inode(end.get("inode"), f"record {xid} local end")
+    try:
+        fd = netns.open_netns(inode)
+    except NotFound:
+        log.debug("remove %s: netns %d of the %s end is gone", xid, inode, side)
+    else:
+        try:
+            with netns.iproute_in(fd) as ipr:
+                driver._remove_end(ipr, xid, side, inode, end.get("name"), end.get("ifindex"))
+        finally:
+            os.close(fd)
+    if record.get("kind") == "wireguard":
+        device = record.get("device") or wireguard.device_name(driver.node_inode(), xid, side)
+        with step(f"stop {wireguard.BINARY} {device}"):
+            if wireguard.stop(str(device)):
+                log.debug("stopped %s %s of %s", wireguard.BINARY, device, xid)
+    log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
+
+
+def stop_orphan_daemons(driver: KernelDriver, found: list[dict[str, Any]]) -> int:
+    """Stop the wireguard-go daemons of swept orphans (``observe`` entries); how many."""
+    running = wireguard.running()
+    stopped = 0
+    for entry in found:
+        try:
+            device = wireguard.device_name(driver.node_inode(), entry["id"], entry["side"])
+        except (KeyError, TypeError):
+            continue
+        if device in running:
+            try:
+                wireguard.stop(device)
+            except DriverError as exc:
+                log.warning("orphan %s: %s", device, exc)
+                continue
+            stopped += 1
+    return stopped
