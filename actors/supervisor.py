@@ -202,7 +202,7 @@ class Supervisor:
         self.pool = WorkerPool(
             s.workers,
             s.driver,
-            init={"src_ip": str(s.src_ip), "vxlan_port": s.vxlan_port},
+            init={"owner": s.name, "src_ip": str(s.src_ip), "vxlan_port": s.vxlan_port},
             timeout=s.operation_timeout.total_seconds(),
             log_level=s.log_level,
             faults=s.faults,

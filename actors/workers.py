@@ -54,6 +54,7 @@ class WorkerProcess:
         self._corr = itertools.count(1)
         self.calls = 0
         self.alive = True
+        self.broken = False
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = subprocess.Popen(
@@ -102,6 +103,7 @@ class WorkerProcess:
                 self.sock.sendall(pack(WorkerCall(corr=corr, method=method, args=args)))
             except OSError as exc:
                 self._pending.pop(corr, None)
+                self.broken = True  # the receive thread reports it lost soon; skip it meanwhile
                 raise WorkerLost(f"worker {self.index}: send failed: {exc}") from None
         return future
 
@@ -254,7 +256,7 @@ class WorkerPool:
             while True:
                 if self._stopping:
                     raise WorkerLost("the worker pool is stopping")
-                live = [w for w in self._workers if w.alive]
+                live = [w for w in self._workers if w.alive and not w.broken]
                 if live:
                     return min(live, key=lambda w: w.in_flight)
                 left = deadline - time.monotonic()

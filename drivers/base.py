@@ -20,8 +20,9 @@ Applied record::
      "src": {"inode": int, "name": str, "ifindex": int},
      "dst": {"inode": int, "name": str, "ifindex": int}}
 
-Every interface a driver creates is tagged with the alias ``nsm:<id>:<side>`` (see :func:`tag`)
-and the interface group :data:`TAG_GROUP`, so ``observe`` finds it in any namespace.
+Every interface a driver creates is tagged with the alias ``nsm:<forwarder>/<id>:<side>`` (see
+:func:`tag`) and the interface group :data:`TAG_GROUP`, so ``observe`` finds it in any namespace,
+and a forwarder never touches another forwarder's interfaces.
 """
 
 from __future__ import annotations
@@ -37,17 +38,33 @@ TAG_GROUP = 0x6E736D
 TAG_PREFIX = "nsm:"
 
 
+#: The forwarder whose interfaces this process tags and owns (its FORWARDER_NAME); set by
+#: :func:`set_owner` from the driver's ``init``. Two forwarders on one node never touch each
+#: other's interfaces, because each only owns aliases with its own name.
+_owner = "nsm-forwarder"
+
+
+def set_owner(name: str) -> None:
+    """Tag interfaces as belonging to forwarder ``name`` (which contains no '/')."""
+    global _owner
+    if not name or "/" in name:
+        raise ValueError(f"owner {name!r} must be non-empty and contain no '/'")
+    _owner = name
+
+
 def tag(xcon_id: str, side: str) -> str:
-    """The alias that marks an interface as end ``side`` of cross-connect ``xcon_id``."""
-    return f"{TAG_PREFIX}{xcon_id}:{side}"
+    """The alias that marks an interface as end ``side`` of our cross-connect ``xcon_id``:
+    ``nsm:<forwarder name>/<xcon id>:<side>``."""
+    return f"{TAG_PREFIX}{_owner}/{xcon_id}:{side}"
 
 
 def parse_tag(alias: str | None) -> tuple[str, str] | None:
-    """(xcon id, side) of one of our aliases, or None for anyone else's interface."""
-    if not alias or not alias.startswith(TAG_PREFIX):
+    """(xcon id, side) of one of our aliases, or None for anyone else's interface
+    (including another forwarder's)."""
+    mine = f"{TAG_PREFIX}{_owner}/"
+    if not alias or not alias.startswith(mine):
         return None
-    body = alias[len(TAG_PREFIX) :]
-    xcon_id, sep, side = body.rpartition(":")
+    xcon_id, sep, side = alias[len(mine) :].rpartition(":")
     if not sep or not xcon_id:
         return None
     return xcon_id, side
@@ -57,8 +74,9 @@ class Driver(Protocol):
     """What every driver implements. All methods run in a worker process.
 
     - ``init(config)``: called once in every worker before any other call, with
-      ``{"src_ip": str, "vxlan_port": int}``; checks the forwarder can work here (raises a
-      ForwarderError with a clear message when it cannot, e.g. no interface carries ``src_ip``)
+      ``{"owner": forwarder name, "src_ip": str, "vxlan_port": int}`` (call :func:`set_owner`);
+      checks the forwarder can work here (raises a ForwarderError with a clear message when it
+      cannot, e.g. no interface carries ``src_ip``)
       and returns ``{"local": [types], "remote": [types], "egress": {...} | None}``: the
       mechanism types to advertise and what was found about the egress interface.
     - ``apply(plan)``: build the plan; each step records its undo and a failure unwinds every

@@ -2,8 +2,8 @@
 remote ones (VXLAN, WireGuard) are built by :mod:`.remote`.
 
 ``apply`` creates the pair directly across the namespaces (the source end in the source pod, the
-peer in the destination pod), sets MTU, our tag (alias ``nsm:<id>:<side>`` and group
-:data:`~nsm_forwarder.drivers.base.TAG_GROUP`), brings both ends up and adds each end's address,
+peer in the destination pod), sets MTU, our tag (alias ``nsm:<forwarder>/<id>:<side>`` and
+group :data:`~nsm_forwarder.drivers.base.TAG_GROUP`), brings both ends up, adds each end's address,
 routes (main table) and permanent neighbours. Every step records its undo; a failure unwinds all
 of them and raises the first error, so a failed apply leaves nothing behind.
 
@@ -24,7 +24,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, parse_tag, tag
+from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, parse_tag, set_owner, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
 from nsm_forwarder.drivers.kernel import netns, wireguard
 from nsm_forwarder.drivers.kernel.egress import Egress, find_egress
@@ -133,6 +133,8 @@ class KernelDriver:
         ``src_ip``. Advertises WIREGUARD only when wireguard-go can run here.
         """
         self.config = dict(config)
+        if config.get("owner"):
+            set_owner(str(config["owner"]))
         self.vxlan_port = int(config.get("vxlan_port") or DEFAULT_VXLAN_PORT)
         with netns.iproute_in(self.node_fd()) as ipr, step("find the egress interface"):
             self.egress = find_egress(ipr, str(config.get("src_ip") or ""))

@@ -1,7 +1,7 @@
 """Remote cross-connects: this node's end, joined to the other node by a VXLAN or WireGuard tunnel.
 
 The tunnel device ends up in the pod namespace under the requested name, with the plan's MTU,
-our tag (alias ``nsm:<id>:<side>`` + :data:`~nsm_forwarder.drivers.base.TAG_GROUP`), and the
+our tag (alias ``nsm:<forwarder>/<id>:<side>``, group ``TAG_GROUP``), and the
 end's addresses, routes and neighbours; its underlay (UDP sockets) stays in the node namespace,
 the namespace of the worker (the forwarder runs there).
 
@@ -70,7 +70,7 @@ def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
         ipr_node = stack.enter_context(netns.iproute_in(node_fd))
         driver._make_room(plan.id, (ipr_pod, end))
         if isinstance(plan.tunnel, WireguardTunnel):
-            device = wireguard.device_name(driver.node_inode(), plan.id, plan.side)
+            device = wireguard.device_name(driver.node_inode(), tag(plan.id, plan.side))
             with step(f"stop a stale {wireguard.BINARY} {device}"):
                 if wireguard.stop(device):
                     log.debug("stopped a stale %s %s of %s", wireguard.BINARY, device, plan.id)
@@ -213,7 +213,7 @@ def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
         finally:
             os.close(fd)
     if record.get("kind") == "wireguard":
-        device = record.get("device") or wireguard.device_name(driver.node_inode(), xid, side)
+        device = record.get("device") or wireguard.device_name(driver.node_inode(), tag(xid, side))
         with step(f"stop {wireguard.BINARY} {device}"):
             if wireguard.stop(str(device)):
                 log.debug("stopped %s %s of %s", wireguard.BINARY, device, xid)
@@ -226,7 +226,7 @@ def stop_orphan_daemons(driver: KernelDriver, found: list[dict[str, Any]]) -> in
     stopped = 0
     for entry in found:
         try:
-            device = wireguard.device_name(driver.node_inode(), entry["id"], entry["side"])
+            device = wireguard.device_name(driver.node_inode(), tag(entry["id"], entry["side"]))
         except (KeyError, TypeError):
             continue
         if device in running:

@@ -56,10 +56,11 @@ UAPI_TIMEOUT = 5.0
 ALLOWED_IPS = ("0.0.0.0/0", "::/0")
 
 
-def device_name(node_inode: int, xid: str, side: str) -> str:
-    """The machine-unique name of the device of end ``side`` of ``xid`` on the node whose
-    network namespace has inode ``node_inode`` (15 bytes: fits IFNAMSIZ)."""
-    digest = hashlib.sha256(f"{node_inode}:{xid}:{side}".encode()).hexdigest()
+def device_name(node_inode: int, owner_tag: str) -> str:
+    """The machine-unique name of the device of the cross-connect end tagged ``owner_tag``
+    (:func:`~nsm_forwarder.drivers.base.tag`: forwarder, id, side) on the node whose network
+    namespace has inode ``node_inode``; 15 bytes, so it fits IFNAMSIZ."""
+    digest = hashlib.sha256(f"{node_inode}:{owner_tag}".encode()).hexdigest()
     return f"{PREFIX}{digest[:10]}"
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import shutil
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -19,9 +21,21 @@ from nsm_forwarder.proto import (
     forwarder_pb2_grpc,
 )
 from tests.conftest import Node, needs_root
-from tests.helpers import Pod, Pods, local_xcon, wait_until
+from tests.helpers import BackgroundLoop, Pod, Pods, local_xcon, wait_until
 
 pytestmark = needs_root
+
+
+@pytest.fixture(scope="module", params=[1, 2, 4], ids=lambda n: f"{n}-workers")
+def node(request: pytest.FixtureRequest, bg_loop: BackgroundLoop) -> Iterator[Node]:
+    """The slice's tests run against forwarders with worker pools of 1, 2 and 4 processes."""
+    made = Node(bg_loop, NSM_FORWARDER_WORKERS=str(request.param))
+    made.workers = request.param  # type: ignore[attr-defined]
+    try:
+        made.start()
+        yield made
+    finally:
+        made.close()
 
 
 @pytest.fixture
@@ -34,8 +48,9 @@ def test_forwarder_mechanisms_first_update_and_stream_stays_open(node: Node) -> 
     call = stub.MonitorMechanisms(empty_pb2.Empty(), timeout=1.5)
     first = next(call)
     assert [m.type for m in first.local_mechanisms] == ["KERNEL_INTERFACE"]
+    remote = ["VXLAN", "WIREGUARD"] if shutil.which("wireguard-go") else ["VXLAN"]
     assert [(m.type, dict(m.parameters)) for m in first.remote_mechanisms] == [
-        ("VXLAN", {"src_ip": "127.0.0.1"})
+        (t, {"src_ip": "127.0.0.1"}) for t in remote
     ]
     with pytest.raises(grpc.RpcError) as err:
         next(call)
@@ -254,14 +269,15 @@ def test_forwarder_survives_worker_sigkill(node: Node, two_pods: tuple[Pod, Pod]
 
     a, b = two_pods
     before = node.forwarder.worker_pids()
-    assert len(before) == 2
+    workers = node.workers  # type: ignore[attr-defined]
+    assert len(before) == workers
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     xcon = local_xcon("kill-1", a, b)
     node.forwarder.stub().Request(xcon, timeout=30)
     assert a.ping("10.30.1.2")
     node.forwarder.stub().Close(xcon, timeout=15)
-    wait_until(lambda: len(node.forwarder.worker_pids()) == 2, 15, "2 workers again")
+    wait_until(lambda: len(node.forwarder.worker_pids()) == workers, 15, "all workers again")
     assert not set(node.forwarder.worker_pids()) & set(before)
 
 

@@ -20,7 +20,7 @@ from nsm_forwarder.drivers.kernel.netns import all_namespaces
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
 from tests.conftest import Node, needs_root
-from tests.helpers import Pod, Pods, local_xcon, wait_until
+from tests.helpers import Pod, Pods, local_xcon, unique, wait_until
 
 
 def restart(node: Node) -> None:
@@ -189,7 +189,8 @@ def test_state_reconcile_settles_interrupted_operations(pods: Pods, tmp_path: ob
     """Crashes between Store writes and data-plane steps, replayed on a real pool and Store."""
     a, b = pods.make(), pods.make()
     store = Store(str(tmp_path))
-    pool = WorkerPool(1, "kernel", init={"src_ip": "127.0.0.1", "vxlan_port": 4789})
+    owner = unique("own")
+    pool = WorkerPool(1, "kernel", init={"owner": owner, "src_ip": "127.0.0.1", "vxlan_port": 4789})
     pool.start()
     try:
 

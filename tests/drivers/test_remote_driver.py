@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from nsm_forwarder.drivers.base import tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, ForwarderError
 from nsm_forwarder.drivers.kernel import driver as kdriver
 from nsm_forwarder.drivers.kernel import netns, wireguard
@@ -64,7 +65,7 @@ class Node:
         """WireGuard device names of every wireguard plan this node was asked to apply."""
         inode = os.stat(f"/var/run/netns/{self.name}").st_ino
         return [
-            wireguard.device_name(inode, p["id"], p["side"])
+            wireguard.device_name(inode, tag(p["id"], p["side"]))
             for p in self.plans
             if p.get("kind") == "wireguard"
         ]

@@ -63,7 +63,7 @@ def test_remote_vxlan_pings_and_close_leaves_nothing(two_nodes: TwoNodes) -> Non
     details = client.ip("-d", "link", "show", "nsm0")
     assert f"vxlan id 5 remote {bed.b_ip} local {bed.a_ip}" in details
     assert "dstport 4789 nolearning" in details and "mtu 1450 " in details
-    assert "alias nsm:vx-out:src" in details
+    assert f"alias nsm:{bed.a.forwarder.name}/vx-out:src" in details
     assert "10.60.1.1/30" in client.ip("addr", "show", "nsm0")
     assert "10.60.1.2/30" in endpoint.ip("addr", "show", "nsm0")
     assert bed.node_links("a") == NODE_LINKS  # the device is in the pod, its socket here
