@@ -109,26 +109,20 @@ class Metrics:
         self.registration_state: Callable[[], str] = lambda: "not_started"
         self.xcon_count = 0
         self.counters: dict[str, dict[str, int]] = {}
-        buckets = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
-        self.request_seconds = Histogram(
-            f"{PREFIX}_request_seconds",
-            "Forwarder.Request latency.",
-            ["mechanism", "result"],
-            registry=self.registry,
-            buckets=buckets,
-        )
-        self.close_seconds = Histogram(
-            f"{PREFIX}_close_seconds",
-            "Forwarder.Close latency.",
-            ["mechanism", "result"],
-            registry=self.registry,
-            buckets=buckets,
-        )
+        self.latency = {
+            kind: Histogram(
+                f"{PREFIX}_{kind}_seconds",
+                f"Forwarder.{kind.capitalize()} latency.",
+                ["mechanism", "result"],
+                registry=self.registry,
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            )
+            for kind in ("request", "close")
+        }
         self.registry.register(_LiveCollector(self))
 
     def observe_rpc(self, kind: str, mechanism: str, result: str, seconds: float) -> None:
-        histogram = self.request_seconds if kind == "request" else self.close_seconds
-        histogram.labels(mechanism=mechanism, result=result).observe(seconds)
+        self.latency[kind].labels(mechanism=mechanism, result=result).observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -31,6 +31,7 @@ from nsm_forwarder.drivers.kernel.egress import Egress, find_egress
 from nsm_forwarder.drivers.kernel.ops import (
     GONE,
     Link,
+    delete_link,
     get_link,
     ignore_gone,
     link_of,
@@ -344,11 +345,7 @@ class KernelDriver:
                 )
             return
         with step(f"delete {link.name} in netns {inode}"):
-            try:
-                ipr.link("del", index=link.index)
-            except NetlinkError as exc:
-                if exc.code not in GONE:
-                    raise
+            delete_link(ipr, link.index)
 
     # -- observe ---------------------------------------------------------------------------
 

@@ -73,6 +73,17 @@ def ignore_gone(action: Callable[[], object]) -> Callable[[], None]:
     return run
 
 
+def delete_link(ipr: Any, index: int) -> bool:
+    """Delete the interface; False if it was gone already (e.g. the peer of one just deleted)."""
+    try:
+        ipr.link("del", index=index)
+    except NetlinkError as exc:
+        if exc.code in GONE:
+            return False
+        raise
+    return True
+
+
 @dataclass(frozen=True)
 class Link:
     """What the driver needs to know about one interface."""

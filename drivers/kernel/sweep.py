@@ -6,12 +6,10 @@ import logging
 import os
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.base import tag
 from nsm_forwarder.drivers.errors import NotFound
 from nsm_forwarder.drivers.kernel import netns
-from nsm_forwarder.drivers.kernel.ops import GONE, get_link, step
+from nsm_forwarder.drivers.kernel.ops import delete_link, get_link, step
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +33,7 @@ def sweep_tagged(found: list[dict[str, Any]]) -> int:
                 if link is None or link.alias != tag(entry["id"], entry["side"]):
                     continue
                 with step(f"delete orphan {link.name} in netns {entry['inode']}"):
-                    try:
-                        ipr.link("del", index=link.index)
-                    except NetlinkError as exc:
-                        if exc.code not in GONE:
-                            raise
+                    if not delete_link(ipr, link.index):
                         continue
                 deleted += 1
                 log.debug(
