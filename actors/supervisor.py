@@ -276,6 +276,7 @@ class Supervisor:
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.health.set_goal("serving")
         log.info("serving the forwarder API on %s", address)
+        log.info("CrossConnect - Serve starting...")  # upstream's line; its tests wait for it
 
     async def _start_health(self) -> None:
         try:

@@ -119,3 +119,56 @@ def test_cli_client_commands_against_real_forwarder(
     assert a.links() == [] and b.links() == []
     again = run_cli("close", "cli-1", *sock)
     assert again.returncode == 1 and "no cross-connect with id cli-1" in again.stderr
+
+
+@needs_root
+def test_cli_run_on_tcp_like_upstream_standalone_test(pods: Pods, tmp_path: object) -> None:
+    """FORWARDER_SOCKET_TYPE=tcp (upstream's standalone test, without nsmd)."""
+    import socket
+    import time
+
+    import grpc as grpc_mod
+
+    from nsm_forwarder.proto import forwarder_pb2_grpc
+    from tests.helpers import new_workdir
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    workdir = new_workdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSM_", "FORWARDER_"))}
+    env.update(
+        FORWARDER_SOCKET_TYPE="tcp",
+        FORWARDER_SOCKET=f"127.0.0.1:{port}",
+        FORWARDER_REGISTRAR_SOCKET=os.path.join(workdir, "nobody.sock"),
+        NSM_BASEDIR=workdir,
+        NSM_FORWARDER_SRC_IP="127.0.0.1",
+        NSM_FORWARDER_HEALTH_PORT="0",
+        INSECURE="true",
+    )
+    log_path = os.path.join(workdir, "log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nsm_forwarder.actors.cli", "run"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "Serve starting..." not in open(log_path).read():
+            assert time.monotonic() < deadline and proc.poll() is None, open(log_path).read()
+            time.sleep(0.05)
+        a, b = pods.make(), pods.make()
+        stub = forwarder_pb2_grpc.ForwarderStub(grpc_mod.insecure_channel(f"127.0.0.1:{port}"))
+        xcon = local_xcon("tcp-1", a, b)
+        stub.Request(xcon, timeout=15)
+        assert a.ping("10.30.1.2")
+        stub.Close(xcon, timeout=15)
+        assert a.links() == []
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
