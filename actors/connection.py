@@ -22,9 +22,11 @@ Owns:     the applied record, plan and cross-connect bytes of its id; nothing el
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
@@ -50,6 +52,17 @@ from nsm_forwarder.drivers.plan import describe, plan_from_xcon
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
+
+
+#: Validates a cross-connect and builds its driver plan: ``plan_from_xcon`` with this
+#: forwarder's MTU settings bound (see :func:`planner`).
+Planner = Callable[[crossconnect_pb2.CrossConnect], Plan]
+
+
+def planner(mtu: int, egress_mtu: int) -> Planner:
+    """The Planner of a forwarder: local veths get ``mtu``; tunnels the egress MTU minus their
+    encapsulation overhead."""
+    return functools.partial(plan_from_xcon, mtu=mtu, egress_mtu=egress_mtu)
 
 
 class _Guarded:
@@ -80,7 +93,7 @@ class ConnectionActor(BaseActor):
         pool: WorkerPool,
         monitor: Link,
         store: Store,
-        mtu: int,
+        planner: Planner,
         restored: Record | None = None,
         *,
         faults: Injector | None = None,
@@ -92,21 +105,43 @@ class ConnectionActor(BaseActor):
         self.pool: WorkerPool = _Guarded(pool, abandoned, xcon_id)  # type: ignore[assignment]
         self.monitor: Link = _Guarded(monitor, abandoned, xcon_id)  # type: ignore[assignment]
         self.store: Store = _Guarded(store, abandoned, xcon_id)  # type: ignore[assignment]
-        self.mtu = mtu
+        self.planner = planner
         self.faults = faults or Injector("connection", ())
         self.restored = restored
+        self._rebuild = False
         self.applied: Applied | None = None
         self.plan: Plan | None = None
         self.xcon: bytes | None = None
 
     def on_start(self) -> None:
+        try:
+            self._take_over()
+        except ForwarderError as exc:
+            log.warning(
+                "id=%s: taking over its stored state failed (%s); retrying later", self.xcon_id, exc
+            )
+
+    def _take_over(self) -> None:
         """Take over the Store's row of this id (after a restart), finishing or undoing an
-        operation that the previous actor left pending."""
+        operation that the previous actor left pending. An interrupted update may have removed
+        the previous interfaces (they share names with the new ones), so those are rebuilt.
+        Until this has succeeded, every message first tries it again."""
         rec = self.restored
-        if rec is not None and rec.pending is not None:
-            rec = settle_pending(self.store, self.pool, rec, Report())
+        if rec is None:
+            return
+        if rec.pending is not None:
+            self._rebuild = rec.pending.get("op") == "apply" and rec.applied is not None
+            rec = self.restored = settle_pending(self.store, self.pool, rec, Report())
+        if rec is not None and self._rebuild and rec.plan is not None and rec.xcon is not None:
+            self._call("remove", rec.applied)
+            applied = self._build(rec.plan)
+            self.store.commit(self.xcon_id, rec.xcon, rec.plan, applied)
+            rec = Record(rec.id, rec.xcon, rec.plan, applied, None)
+            log.info("id=%s: previous cross-connect rebuilt after an interrupted update", rec.id)
+        self._rebuild = False
         if rec is not None and rec.applied is not None:
             self.applied, self.plan, self.xcon = rec.applied, rec.plan, rec.xcon
+        self.restored = None
 
     def handle(self, message: Message) -> Any:
         action = self.faults.check(message.TAG)
@@ -115,6 +150,8 @@ class ConnectionActor(BaseActor):
             raise WorkerLost(f"the actor of cross-connect {self.xcon_id} crashed (injected)")
         if action is HANG:
             hang_forever()
+        if self.restored is not None:
+            self._take_over()
         if isinstance(message, ApplyXconn):
             return self._timed("request", self._apply_xconn, message.xcon)
         if isinstance(message, CloseXconn):
@@ -152,7 +189,7 @@ class ConnectionActor(BaseActor):
 
     def _apply_xconn(self, data: bytes) -> tuple[XconnApplied, str]:
         xcon = crossconnect_pb2.CrossConnect.FromString(data)
-        plan = plan_from_xcon(xcon, mtu=self.mtu)
+        plan = self.planner(xcon)
         self.store.begin_apply(self.xcon_id, plan)
         if self.applied is not None and self.plan is not None:
             old_plan, old_xcon = self.plan, self.xcon
@@ -252,7 +289,7 @@ class ConnectionActor(BaseActor):
     def _sweep(self, data: bytes) -> None:
         """Close of an id we do not hold: remove tagged leftovers the request names, if any."""
         try:
-            plan = plan_from_xcon(crossconnect_pb2.CrossConnect.FromString(data), mtu=self.mtu)
+            plan = self.planner(crossconnect_pb2.CrossConnect.FromString(data))
         except InvalidRequest:
             return
         self._call("remove", plan)

@@ -25,7 +25,7 @@ import grpc
 import pykka
 from google.protobuf import empty_pb2
 
-from nsm_forwarder.actors.connection import ConnectionActor
+from nsm_forwarder.actors.connection import ConnectionActor, Planner
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
@@ -70,7 +70,7 @@ class Connections:
         pool: WorkerPool,
         monitor: Link,
         store: Store,
-        mtu: int,
+        planner: Planner,
         *,
         timeout: float = 60.0,
         faults: Injector | None = None,
@@ -79,7 +79,7 @@ class Connections:
         self.pool = pool
         self.monitor = monitor
         self.store = store
-        self.mtu = mtu
+        self.planner = planner
         self.timeout = timeout
         self.faults = faults or Injector("connection", ())
         self.on_restart = on_restart
@@ -93,7 +93,7 @@ class Connections:
             self.pool,
             self.monitor,
             self.store,
-            self.mtu,
+            self.planner,
             record,
             faults=self.faults,
             abandoned=abandoned,

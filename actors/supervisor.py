@@ -47,6 +47,7 @@ import pykka
 from grpc_health.v1 import health as grpc_health
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from nsm_forwarder.actors.connection import planner
 from nsm_forwarder.actors.faults import Injector
 from nsm_forwarder.actors.frontend import (
     Connections,
@@ -70,6 +71,7 @@ from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.config.settings import Settings
 from nsm_forwarder.drivers.errors import ForwarderError
 from nsm_forwarder.drivers.kernel.netns import all_namespaces
+from nsm_forwarder.drivers.plan import DEFAULT_EGRESS_MTU
 from nsm_forwarder.proto import (
     connection_pb2,
     crossconnect_pb2,
@@ -224,11 +226,12 @@ class Supervisor:
     async def _reconcile(self) -> None:
         assert self.pool is not None and self.store is not None
         timeout = 4 * self.settings.operation_timeout.total_seconds() + 1
+        egress = self.pool.capabilities.get("egress") or {}
         self.connections = Connections(
             self.pool,
             self.monitor,
             self.store,
-            self.settings.mtu,
+            planner(self.settings.mtu, int(egress.get("mtu") or DEFAULT_EGRESS_MTU)),
             timeout=timeout,
             faults=self.faults["connection"],
             on_restart=self.restarts.record,

@@ -55,6 +55,7 @@ class WorkerProcess:
         self.calls = 0
         self.alive = True
         self.broken = False
+        self.ready = False  # the driver's init has answered
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.proc = subprocess.Popen(
@@ -229,10 +230,18 @@ class WorkerPool:
             raise
 
     def _spawn(self, index: int) -> tuple[WorkerProcess, concurrent.futures.Future[Any]]:
-        """Start worker ``index``; its first call is always the driver's ``init``."""
+        """Start worker ``index``; its first call is always the driver's ``init``. Calls go to
+        it only once that has answered, so starting up never eats into a call's timeout."""
         worker = WorkerProcess(index, self.driver, self.log_level, self._exited, self.faults)
         log.debug("worker %d started (pid %d)", index, worker.pid)
-        return worker, worker.submit("init", [self.init_config])
+        ready = worker.submit("init", [self.init_config])
+        ready.add_done_callback(lambda _: self._ready(worker))
+        return worker, ready
+
+    def _ready(self, worker: WorkerProcess) -> None:
+        with self._lock:
+            worker.ready = True
+            self._changed.notify_all()
 
     def _exited(self, worker: WorkerProcess, code: int) -> None:
         with self._lock:
@@ -256,12 +265,12 @@ class WorkerPool:
             while True:
                 if self._stopping:
                     raise WorkerLost("the worker pool is stopping")
-                live = [w for w in self._workers if w.alive and not w.broken]
+                live = [w for w in self._workers if w.alive and w.ready and not w.broken]
                 if live:
                     return min(live, key=lambda w: w.in_flight)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise WorkerLost("no worker process is running")
+                    raise WorkerLost("no worker process is ready")
                 self._changed.wait(left)
 
     def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from nsm_forwarder.actors.registrar_server import RegistrarServer
 from tests.helpers import (
     IS_ROOT,
     BackgroundLoop,
@@ -53,21 +54,27 @@ class Node:
         self.loop = loop
         self.workdir = new_workdir()
         self.forwarder = Forwarder(self.workdir, unique("fwd"), env, netns=netns)
-        self.registrar = None
+        self._registrar: RegistrarServer | None = None
+
+    @property
+    def registrar(self) -> RegistrarServer:
+        """The running registrar stand-in (nsmd) of this node."""
+        assert self._registrar is not None, "the registrar stand-in is not running"
+        return self._registrar
 
     def start_registrar(self, **kw: object) -> None:
         kw.setdefault("liveness_interval", 0.5)
-        self.registrar = start_registrar(self.loop, self.forwarder.registrar_socket, **kw)
+        self._registrar = start_registrar(self.loop, self.forwarder.registrar_socket, **kw)
 
     def stop_registrar(self) -> None:
-        if self.registrar is not None:
-            self.loop.run(self.registrar.stop())
-            self.registrar = None
+        if self._registrar is not None:
+            self.loop.run(self._registrar.stop())
+            self._registrar = None
 
     def wait_registered(self, timeout: float = 20) -> None:
         name = self.forwarder.name
         wait_until(
-            lambda: self.registrar is not None and name in self.registrar.mechanisms,
+            lambda: self._registrar is not None and name in self._registrar.mechanisms,
             timeout,
             f"{name} registered",
         )

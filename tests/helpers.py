@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,9 +173,16 @@ class Forwarder:
                 stderr=log,
                 stdin=subprocess.DEVNULL,
             )
-        wait_until(lambda: self.accepts() or self.proc.poll() is not None, 30, "the socket")
-        if self.proc.poll() is not None:
+        proc = self.proc
+        wait_until(lambda: self.accepts() or proc.poll() is not None, 30, "the socket")
+        if proc.poll() is not None:
             raise AssertionError(f"forwarder exited at start:\n{self.log()}")
+
+    def health_port(self) -> int:
+        """The port of the HTTP probes, from the start-up log (the tests configure port 0)."""
+        match = re.search(r"health probes on http://[^:]+:(\d+)", self.log())
+        assert match, "no probes line in the forwarder log"
+        return int(match.group(1))
 
     def accepts(self) -> bool:
         """True when the forwarder socket accepts connections (not just a stale file)."""

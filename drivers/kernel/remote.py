@@ -70,6 +70,9 @@ def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
         ipr_node = stack.enter_context(netns.iproute_in(node_fd))
         driver._make_room(plan.id, (ipr_pod, end))
         if isinstance(plan.tunnel, WireguardTunnel):
+            reason = wireguard.unavailable()
+            if reason is not None:  # not advertised either (see KernelDriver.init)
+                raise InvalidRequest(f"WIREGUARD is not available on this node: {reason}")
             device = wireguard.device_name(driver.node_inode(), tag(plan.id, plan.side))
             with step(f"stop a stale {wireguard.BINARY} {device}"):
                 if wireguard.stop(device):
@@ -163,9 +166,10 @@ def _build_wireguard(
     undo: UndoStack,
 ) -> int:
     end = plan.end
+    # pushed first: a start that fails half-way (a launcher timeout) may still leave a daemon
+    undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
     with step(f"start {wireguard.BINARY} {device}"):
         wireguard.start(device)
-    undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
     peer = f"{tunnel.remote_ip}:{tunnel.remote_port}"
     with step(f"configure {device}: listen port {tunnel.listen_port}, peer {peer}"):
         # the daemon answers only once it has the TUN device: it is safe to move it after this
@@ -221,7 +225,9 @@ def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
 
 
 def stop_orphan_daemons(driver: KernelDriver, found: list[dict[str, Any]]) -> int:
-    """Stop the wireguard-go daemons of swept orphans (``observe`` entries); how many."""
+    """Stop the wireguard-go daemons of swept orphans (``observe`` entries) and remove their
+    files (a daemon whose TUN was just deleted may have exited already); how many were
+    running."""
     running = wireguard.running()
     stopped = 0
     for entry in found:
@@ -229,11 +235,9 @@ def stop_orphan_daemons(driver: KernelDriver, found: list[dict[str, Any]]) -> in
             device = wireguard.device_name(driver.node_inode(), tag(entry["id"], entry["side"]))
         except (KeyError, TypeError):
             continue
-        if device in running:
-            try:
-                wireguard.stop(device)
-            except DriverError as exc:
-                log.warning("orphan %s: %s", device, exc)
-                continue
-            stopped += 1
+        try:
+            if wireguard.stop(device, found=running.get(device, [])):
+                stopped += 1
+        except DriverError as exc:
+            log.warning("orphan %s: %s", device, exc)
     return stopped

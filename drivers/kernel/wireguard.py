@@ -189,13 +189,14 @@ def _tail(path: str, lines: int = 3) -> str:
     return " / ".join(text[-lines:]) or "(no output)"
 
 
-def stop(name: str, timeout: float = STOP_TIMEOUT) -> bool:
+def stop(name: str, timeout: float = STOP_TIMEOUT, *, found: list[int] | None = None) -> bool:
     """Stop every daemon of device ``name`` and remove its socket and log.
 
-    Idempotent; True when a process was running. Raises :class:`DriverError` only if a process
-    survives SIGKILL.
+    ``found``: its PIDs when the caller has just scanned (:func:`running`). Idempotent; True
+    when a process was running. Raises :class:`DriverError` only if a process survives
+    SIGKILL.
     """
-    targets = pids(name)
+    targets = pids(name) if found is None else list(found)
     was_running = bool(targets)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in targets:
@@ -214,6 +215,13 @@ def stop(name: str, timeout: float = STOP_TIMEOUT) -> bool:
         log.debug("%s %s did not stop on %s", BINARY, name, signal.Signals(sig).name)
     if targets:
         raise DriverError(f"{BINARY} {name} (pid {', '.join(map(str, targets))}) did not stop")
+    remove_files(name)
+    return was_running
+
+
+def remove_files(name: str) -> None:
+    """Remove the UAPI socket and the log of device ``name`` (no daemon may serve it any more;
+    a daemon that exits by itself removes only its socket)."""
     for path in (socket_path(name), log_path(name)):
         try:
             os.unlink(path)
@@ -221,7 +229,6 @@ def stop(name: str, timeout: float = STOP_TIMEOUT) -> bool:
             pass
         except OSError as exc:
             raise DriverError(f"remove {path}: {exc.strerror}") from None
-    return was_running
 
 
 # ---------------------------------------------------------------------------------------------

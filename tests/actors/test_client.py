@@ -15,6 +15,7 @@ from concurrent import futures
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -39,7 +40,7 @@ from nsm_forwarder.proto import (
 EXAMPLE = Path(__file__).resolve().parents[2] / "docker" / "examples" / "local-xcon.json"
 
 
-def make_xcon(xid: str, dst_state: int = connection_pb2.UP) -> crossconnect_pb2.CrossConnect:
+def make_xcon(xid: str, dst_state: Any = connection_pb2.UP) -> crossconnect_pb2.CrossConnect:
     def end(side: str, ip_src: str, ip_dst: str, inode: str) -> connection_pb2.Connection:
         return connection_pb2.Connection(
             id=f"{xid}-{side}",

@@ -4,7 +4,6 @@ registrar stand-in, pod namespaces, veth pairs and pings, driven over the unix-s
 from __future__ import annotations
 
 import concurrent.futures
-import re
 import shutil
 import urllib.error
 import urllib.request
@@ -62,7 +61,7 @@ def test_forwarder_grpc_health_and_http_probes(node: Node) -> None:
     for service in ("", "forwarder.Forwarder", "crossconnect.MonitorCrossConnect"):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    port = int(re.search(r"health probes on http://[^:]+:(\d+)", node.forwarder.log()).group(1))
+    port = node.forwarder.health_port()
     for path in ("liveness", "readiness"):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/{path}", timeout=5) as resp:
             assert resp.status == 200 and resp.read() == b"OK\n"
@@ -285,7 +284,7 @@ def test_forwarder_readiness_names_missing_step(node_factory: type) -> None:
     node: Node = node_factory(NSM_FORWARDER_HEALTH_PORT="0")
     node.forwarder.start()  # no registrar yet: it waits for the socket (registering counts)
     wait_until(lambda: "health probes on" in node.forwarder.log(), 20, "probes")
-    port = int(re.search(r"health probes on http://[^:]+:(\d+)", node.forwarder.log()).group(1))
+    port = node.forwarder.health_port()
     wait_until(lambda: "phase 7/7 register: done" in node.forwarder.log(), 20, "phase 5")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readiness", timeout=5) as resp:
         assert resp.status == 200

@@ -16,7 +16,7 @@ pytestmark = needs_root
 
 
 def scrape(node: Node) -> str:
-    port = re.search(r"health probes on http://[^:]+:(\d+)", node.forwarder.log()).group(1)
+    port = node.forwarder.health_port()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         assert resp.status == 200
         return resp.read().decode()

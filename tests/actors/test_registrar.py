@@ -27,7 +27,7 @@ from nsm_forwarder.proto import (
 )
 
 NAME = "kernel-forwarder"
-FAST = {"retry_interval": 0.2, "rpc_timeout": 2.0}
+FAST: dict[str, Any] = {"retry_interval": 0.2, "rpc_timeout": 2.0}
 
 
 def run(coro: Coroutine[Any, Any, None], timeout: float = 10.0) -> None:

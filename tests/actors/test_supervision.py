@@ -20,13 +20,15 @@ def test_supervision_restart_limit_exits_3(node_factory: type, pods: Pods) -> No
         NSM_FORWARDER_RESTART_WINDOW="30s",
     ).start()
     a, b = pods.make(), pods.make()
+    proc = node.forwarder.proc
+    assert proc is not None
     for i in range(3):
         with pytest.raises(grpc.RpcError) as err:
             node.forwarder.stub().Request(local_xcon(f"lim-{i}", a, b), timeout=15)
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-        if node.forwarder.proc.poll() is not None:
+        if proc.poll() is not None:
             break
-    assert node.forwarder.proc.wait(30) == 3
+    assert proc.wait(30) == 3
     log = node.forwarder.log()
     assert "restart intensity exceeded" in log and "exit code 3" in log
     assert a.links() == [] and b.links() == []

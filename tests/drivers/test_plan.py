@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import msgpack
 import pytest
@@ -12,7 +13,7 @@ from nsm_forwarder.drivers.plan import describe, plan_from_xcon
 from nsm_forwarder.proto import connection_pb2, connectioncontext_pb2, crossconnect_pb2
 
 
-def xcon(**ip: object) -> crossconnect_pb2.CrossConnect:
+def xcon(**ip: Any) -> crossconnect_pb2.CrossConnect:
     ctx = connectioncontext_pb2.ConnectionContext(
         ip_context=connectioncontext_pb2.IPContext(
             src_ip_addr="10.0.0.1/30", dst_ip_addr="10.0.0.2/30", **ip

@@ -18,7 +18,12 @@ from typing import Any
 import pytest
 
 from nsm_forwarder.drivers.base import tag
-from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, ForwarderError
+from nsm_forwarder.drivers.errors import (
+    AlreadyExists,
+    DriverError,
+    ForwarderError,
+    InvalidRequest,
+)
 from nsm_forwarder.drivers.kernel import driver as kdriver
 from nsm_forwarder.drivers.kernel import netns, wireguard
 from nsm_forwarder.drivers.kernel.driver import KernelDriver
@@ -113,7 +118,14 @@ def no_daemons(*nodes: Node) -> bool:
 
 
 def sockets_of(*nodes: Node) -> list[str]:
-    return [d for n in nodes for d in n.devices() if os.path.exists(wireguard.socket_path(d))]
+    """UAPI sockets or daemon logs left of these nodes' WireGuard devices."""
+    paths = [
+        f(d)
+        for n in nodes
+        for d in n.devices()
+        for f in (wireguard.socket_path, wireguard.log_path)
+    ]
+    return [p for p in paths if os.path.exists(p)]
 
 
 # --- init: egress detection ------------------------------------------------------------------
@@ -142,12 +154,18 @@ def test_init_finds_the_egress_interface(bed: Callable[..., tuple[Underlay, Node
 
 
 def test_init_offers_wireguard_only_where_wireguard_go_runs(
-    bed: Callable[..., tuple[Underlay, Node, Node]], monkeypatch: pytest.MonkeyPatch
+    bed: Callable[..., tuple[Underlay, Node, Node]],
+    two_pods: tuple[Pod, Pod],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    _, a, _ = bed()
+    u, a, _ = bed()
     monkeypatch.setattr(wireguard, "BINARY", "nsm-no-such-wireguard-go")
     assert wireguard.unavailable() == "nsm-no-such-wireguard-go is not installed"
     assert a.init()["remote"] == ["VXLAN"]
+    pair = remote_pair("nowg", *two_pods, u.a_ip, u.b_ip, "WIREGUARD")
+    with pytest.raises(InvalidRequest, match="WIREGUARD is not available on this node"):
+        a.call("apply", plan_from_xcon(pair.outgoing, mtu=1))
+    assert two_pods[0].links() == []
 
 
 def test_init_finds_an_ipv6_egress(bed: Callable[..., tuple[Underlay, Node, Node]]) -> None:

@@ -14,18 +14,17 @@ from dataclasses import dataclass
 
 import pytest
 
+from nsm_forwarder.drivers.kernel import wireguard
 from tests.conftest import Node
 from tests.helpers import (
-    IS_ROOT,
     BackgroundLoop,
     Pod,
     Pods,
     Underlay,
     make_underlay,
+    sh,
     wireguard_pids,
 )
-
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root (network namespaces)")
 
 
 @dataclass
@@ -48,8 +47,6 @@ class TwoNodes:
 
     def node_links(self, node: str) -> list[str]:
         """Interfaces of node namespace ``a`` or ``b`` (normally only lo and the underlay)."""
-        from tests.helpers import sh
-
         name = self.underlay.a if node == "a" else self.underlay.b
         out = sh("ip", "-n", name, "-o", "link", "show")
         return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
@@ -81,8 +78,10 @@ def daemons_in(inodes: set[int]) -> dict[int, str]:
 
 
 def stop_daemons(inodes: set[int]) -> None:
-    """Kill every wireguard-go daemon running in these namespaces (after a failed test)."""
-    for pid in daemons_in(inodes):
+    """Kill every wireguard-go daemon running in these namespaces (after a failed test) and
+    remove its socket and log."""
+    killed = daemons_in(inodes)
+    for pid in killed:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -90,6 +89,8 @@ def stop_daemons(inodes: set[int]) -> None:
     deadline = time.monotonic() + 5
     while daemons_in(inodes) and time.monotonic() < deadline:
         time.sleep(0.02)
+    for device in killed.values():
+        wireguard.remove_files(device)
 
 
 @pytest.fixture

@@ -7,13 +7,15 @@ from __future__ import annotations
 import base64
 import os
 import re
+import shutil
 import signal
 
 import grpc
 import pytest
 
+from nsm_forwarder.drivers.kernel import wireguard
 from nsm_forwarder.proto import crossconnect_pb2
-from tests.conftest import Node
+from tests.conftest import Node, needs_root
 from tests.helpers import (
     BackgroundLoop,
     Pod,
@@ -24,6 +26,10 @@ from tests.helpers import (
 )
 from tests.remote.conftest import TwoNodes
 
+pytestmark = needs_root
+needs_wireguard_go = pytest.mark.skipif(
+    shutil.which("wireguard-go") is None, reason="needs wireguard-go (apt: wireguard-go)"
+)
 NODE_LINKS = ["lo", "ul0"]
 
 
@@ -54,7 +60,8 @@ def test_remote_vxlan_pings_and_close_leaves_nothing(two_nodes: TwoNodes) -> Non
     bed = two_nodes
     # MonitorMechanisms, as the registrar stand-in (like nsmd) read it from each forwarder
     for node, ip in ((bed.a, bed.a_ip), (bed.b, bed.b_ip)):
-        assert advertised(node) == [("VXLAN", {"src_ip": ip}), ("WIREGUARD", {"src_ip": ip})]
+        remote = ["VXLAN", "WIREGUARD"] if shutil.which("wireguard-go") else ["VXLAN"]
+        assert advertised(node) == [(m, {"src_ip": ip}) for m in remote]
     client, endpoint = bed.pod(), bed.pod()
     pair = remote_pair("vx", client, endpoint, bed.a_ip, bed.b_ip, "VXLAN", vni=5)
     assert request(bed.a, pair.outgoing) == pair.outgoing
@@ -73,6 +80,7 @@ def test_remote_vxlan_pings_and_close_leaves_nothing(two_nodes: TwoNodes) -> Non
     assert_nothing_left(bed, client, endpoint)
 
 
+@needs_wireguard_go
 def test_remote_wireguard_pings_close_stops_daemons_and_keys_stay_secret(
     two_nodes: TwoNodes,
 ) -> None:
@@ -98,7 +106,7 @@ def test_remote_wireguard_pings_close_stops_daemons_and_keys_stay_secret(
     assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
     daemons = bed.daemons()
     assert len(daemons) == 2  # one per node, both in the node namespaces
-    assert all(os.path.exists(f"/var/run/wireguard/{d}.sock") for d in daemons.values())
+    assert all(os.path.exists(wireguard.socket_path(d)) for d in daemons.values())
 
     # A second tunnel on node A asking for the same listen port: refused, rolled back, and no
     # key in the error or the (DEBUG) log of either forwarder.
@@ -123,9 +131,12 @@ def test_remote_wireguard_pings_close_stops_daemons_and_keys_stay_secret(
     close(bed.b, pair.incoming)
     close(bed.a, other.outgoing)  # never applied: Close still succeeds
     assert_nothing_left(bed, client, endpoint)
-    assert not [d for d in daemons.values() if os.path.exists(f"/var/run/wireguard/{d}.sock")]
+    for device in daemons.values():
+        assert not os.path.exists(wireguard.socket_path(device))
+        assert not os.path.exists(wireguard.log_path(device))
 
 
+@needs_wireguard_go
 def test_remote_update_to_a_new_vni(two_nodes: TwoNodes) -> None:
     bed = two_nodes
     client, endpoint = bed.pod(), bed.pod()
@@ -146,11 +157,21 @@ def test_remote_update_to_a_new_vni(two_nodes: TwoNodes) -> None:
     request(bed.b, third.incoming)
     assert "vxlan" not in client.ip("-d", "link", "show", "nsm0")
     assert client.ping("10.60.1.2", 3) and len(bed.daemons()) == 2
-    close(bed.a, third.outgoing)
-    close(bed.b, third.incoming)
+    # and to new WireGuard keys and ports: each node's daemon is replaced, none is left over
+    before = set(bed.daemons())
+    fourth = remote_pair(
+        "upd", client, endpoint, bed.a_ip, bed.b_ip, "WIREGUARD", ports=(51900, 51901)
+    )
+    request(bed.a, fourth.outgoing)
+    request(bed.b, fourth.incoming)
+    assert client.ping("10.60.1.2", 3)
+    assert len(bed.daemons()) == 2 and not set(bed.daemons()) & before
+    close(bed.a, fourth.outgoing)
+    close(bed.b, fourth.incoming)
     assert_nothing_left(bed, client, endpoint)
 
 
+@needs_wireguard_go
 def test_remote_and_local_cross_connects_at_once(two_nodes: TwoNodes) -> None:
     bed = two_nodes
     client, endpoint = bed.pod(), bed.pod()
@@ -168,6 +189,7 @@ def test_remote_and_local_cross_connects_at_once(two_nodes: TwoNodes) -> None:
     assert_nothing_left(bed, client, endpoint, left, right)
 
 
+@needs_wireguard_go
 def test_remote_tunnel_survives_a_worker_kill(two_nodes: TwoNodes) -> None:
     """wireguard-go belongs to no worker: the tunnel outlives them, and a replacement worker
     finds the daemon again on Close."""
@@ -186,6 +208,27 @@ def test_remote_tunnel_survives_a_worker_kill(two_nodes: TwoNodes) -> None:
         "replacement workers",
     )
     assert bed.daemons() == daemons
+    assert client.ping("10.60.1.2", 3)
+    close(bed.a, pair.outgoing)
+    close(bed.b, pair.incoming)
+    assert_nothing_left(bed, client, endpoint)
+
+
+@needs_wireguard_go
+def test_remote_tunnel_survives_a_forwarder_restart(two_nodes: TwoNodes) -> None:
+    """SIGKILL the client node's forwarder: the tunnel keeps carrying traffic, the restarted
+    forwarder (same name and state) keeps it, and its Close removes it, daemon included."""
+    bed = two_nodes
+    client, endpoint = bed.pod(), bed.pod()
+    pair = remote_pair("fr", client, endpoint, bed.a_ip, bed.b_ip, "WIREGUARD")
+    request(bed.a, pair.outgoing)
+    request(bed.b, pair.incoming)
+    daemons = bed.daemons()
+    bed.a.forwarder.kill()
+    assert client.ping("10.60.1.2", 3) and bed.daemons() == daemons
+    bed.a.forwarder.start()
+    bed.a.wait_registered()
+    assert bed.daemons() == daemons and client.links() == ["nsm0"]
     assert client.ping("10.60.1.2", 3)
     close(bed.a, pair.outgoing)
     close(bed.b, pair.incoming)
