@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
         format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
     )
+    logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
     sock = socket.socket(fileno=args.fd)
     driver = load_driver(args.driver)
     try:

@@ -20,6 +20,10 @@ Applied record::
      "src": {"inode": int, "name": str, "ifindex": int},
      "dst": {"inode": int, "name": str, "ifindex": int}}
 
+Remote plans (``kind`` ``"vxlan"`` / ``"wireguard"``: one local pod end plus the tunnel) are
+described where they are built, in :func:`nsm_forwarder.drivers.plan.plan_from_xcon`, and their
+applied records in :mod:`nsm_forwarder.drivers.kernel.remote`.
+
 Every interface a driver creates is tagged with the alias ``nsm:<forwarder>/<id>:<side>`` (see
 :func:`tag`) and the interface group :data:`TAG_GROUP`, so ``observe`` finds it in any namespace,
 and a forwarder never touches another forwarder's interfaces.
