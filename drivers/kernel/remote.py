@@ -145,14 +145,19 @@ def _build_vxlan(
                     f"node (UDP port {port})"
                 ) from None
             raise
+    return _in_pod(ipr_pod, end, what, undo)
+
+
+def _in_pod(ipr_pod: Any, end: Any, what: str, undo: UndoStack) -> int:
+    """The tunnel device now in the pod under ``end.name``: undo = delete it; its ifindex."""
     undo.push(
-        f"delete vxlan {end.name} in netns {end.inode}",
+        f"delete {end.name} in netns {end.inode}",
         ignore_gone(lambda: ipr_pod.link("del", ifname=end.name)),
     )
-    with step(f"look up new {end.name} in netns {end.inode}"):
+    with step(f"look up {end.name} in netns {end.inode}"):
         link = get_link(ipr_pod, ifname=end.name)
     if link is None:
-        raise DriverError(f"{what}: created device vanished")
+        raise DriverError(f"{what}: the device vanished")
     return link.index
 
 
@@ -186,15 +191,7 @@ def _build_wireguard(
     what = f"move {device} into netns {end.inode} as {end.name}"
     with step(what):
         ipr_node.link("set", index=link.index, net_ns_fd=pod_fd, ifname=end.name)
-    undo.push(
-        f"delete {end.name} in netns {end.inode}",
-        ignore_gone(lambda: ipr_pod.link("del", ifname=end.name)),
-    )
-    with step(f"look up {end.name} in netns {end.inode}"):
-        moved = get_link(ipr_pod, ifname=end.name)
-    if moved is None:
-        raise DriverError(f"{what}: the device vanished")
-    return moved.index
+    return _in_pod(ipr_pod, end, what, undo)
 
 
 def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:

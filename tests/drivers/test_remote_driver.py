@@ -196,38 +196,32 @@ def test_tunnel_over_ipv6_underlay_pings_and_goes_away(
     assert no_daemons(a, b) and not sockets_of(a, b)
 
 
-def test_vxlan_failure_rolls_back_everything(
+@pytest.mark.parametrize(
+    ("mech", "step", "context", "message"),
+    [
+        ("VXLAN", "_add_neighbor", lambda: {"ip_neighbors": [neighbor("10.60.1.2")]}, "neighbour"),
+        ("WIREGUARD", "_add_route", lambda: {"dst_routes": [route()]}, "add route 10.77.0.0/16"),
+    ],
+)
+def test_remote_failure_rolls_back_everything(
     bed: Callable[..., tuple[Underlay, Node, Node]],
     two_pods: tuple[Pod, Pod],
     monkeypatch: pytest.MonkeyPatch,
+    mech: str,
+    step: str,
+    context: Callable[[], dict[str, Any]],
+    message: str,
 ) -> None:
+    """A failure at the last step of a tunnel's set-up leaves nothing, in the pod or the node."""
     u, a, _ = bed()
     client, endpoint = two_pods
 
     def failing(*args: Any) -> Callable[[], None]:
         raise OSError(5, "injected")
 
-    monkeypatch.setattr(kdriver, "_add_neighbor", failing)
-    pair = remote_pair("rb", client, endpoint, u.a_ip, u.b_ip, ip_neighbors=[neighbor("10.60.1.2")])
-    with pytest.raises(DriverError, match="add neighbour 10.60.1.2"):
-        a.call("apply", plan_from_xcon(pair.outgoing, mtu=1))
-    assert client.links() == [] and a.node_links() == ["lo", "ul0"]
-
-
-def test_wireguard_failure_rolls_back_everything(
-    bed: Callable[..., tuple[Underlay, Node, Node]],
-    two_pods: tuple[Pod, Pod],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    u, a, _ = bed()
-    client, endpoint = two_pods
-
-    def failing(*args: Any) -> Callable[[], None]:
-        raise OSError(5, "injected")
-
-    monkeypatch.setattr(kdriver, "_add_route", failing)
-    pair = remote_pair("rbw", client, endpoint, u.a_ip, u.b_ip, "WIREGUARD", dst_routes=[route()])
-    with pytest.raises(DriverError, match="add route 10.77.0.0/16"):
+    monkeypatch.setattr(kdriver, step, failing)
+    pair = remote_pair(f"rb{mech[0]}", client, endpoint, u.a_ip, u.b_ip, mech, **context())
+    with pytest.raises(DriverError, match=message):
         a.call("apply", plan_from_xcon(pair.outgoing, mtu=1))
     assert client.links() == [] and a.node_links() == ["lo", "ul0"]
     assert no_daemons(a) and not sockets_of(a)
