@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 #: Events a subscriber may have queued before it is dropped.
 SUBSCRIBER_QUEUE = 1024
 _OVERFLOW = b""
+#: How long a new subscriber waits for the Monitor's snapshot (the watchdog replaces a
+#: Monitor that does not answer; the client then subscribes again).
+SUBSCRIBE_TIMEOUT = 5.0
 _ALWAYS = 1 << 62  # sequence number of synthesized events: every subscriber takes them
 
 
@@ -345,9 +348,12 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
         self.queues[sub_id] = queue
         try:
             try:
-                upto, initial = await self.monitor.ask(Subscribe(sub_id=sub_id))
-            except pykka.ActorDeadError:
-                await context.abort(grpc.StatusCode.UNAVAILABLE, "the monitor is restarting")
+                async with asyncio.timeout(SUBSCRIBE_TIMEOUT):
+                    upto, initial = await self.monitor.ask(Subscribe(sub_id=sub_id))
+            except (pykka.ActorDeadError, TimeoutError):
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE, "the monitor is restarting; subscribe again"
+                )
             yield crossconnect_pb2.CrossConnectEvent.FromString(initial)
             stop = asyncio.ensure_future(self.stopping.wait())
             try:

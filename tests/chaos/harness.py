@@ -162,7 +162,7 @@ class Chaos:
         return {r[0] for r in rows}
 
     def reported_ids(self) -> set[str] | None:
-        for _ in range(5):
+        for _ in range(12):  # a hung Monitor is replaced within seconds; subscribe again
             try:
                 events = self.node.forwarder.xcon_monitor().MonitorCrossConnects(
                     empty_pb2.Empty(), timeout=RPC_TIMEOUT
