@@ -434,3 +434,20 @@ def remote_pair(
         destination=local(f"{name}-endpoint", endpoint, endpoint_if, 1),
     )
     return RemotePair(outgoing, incoming)
+
+
+def numbered_xcon(
+    family: str, index: int, src: Pod, dst: Pod, net: int, ends: tuple[str, str] | None = None
+) -> crossconnect_pb2.CrossConnect:
+    """Cross-connect ``index`` of a family: id ``<family>-<index>``, interfaces
+    ``<end prefix><index>`` (the family name by default) and subnet ``10.<net>.<index>.0/30``."""
+    src_if, dst_if = ends or (family, family)
+    return local_xcon(
+        f"{family}-{index}",
+        src,
+        dst,
+        src_name=f"{src_if}{index}",
+        dst_name=f"{dst_if}{index}",
+        src_ip=f"10.{net}.{index}.1/30",
+        dst_ip=f"10.{net}.{index}.2/30",
+    )

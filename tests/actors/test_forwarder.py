@@ -20,7 +20,7 @@ from nsm_forwarder.proto import (
     forwarder_pb2_grpc,
 )
 from tests.conftest import Node, needs_root
-from tests.helpers import BackgroundLoop, Pod, Pods, local_xcon, wait_until
+from tests.helpers import BackgroundLoop, Pod, Pods, local_xcon, numbered_xcon, wait_until
 
 pytestmark = needs_root
 
@@ -190,18 +190,7 @@ def test_forwarder_monitor_initial_update_delete(node: Node, two_pods: tuple[Pod
 
 def test_forwarder_40_concurrent_requests(node: Node, two_pods: tuple[Pod, Pod]) -> None:
     a, b = two_pods
-    xcons = [
-        local_xcon(
-            f"conc-{i}",
-            a,
-            b,
-            src_name=f"c{i}",
-            dst_name=f"e{i}",
-            src_ip=f"10.40.{i}.1/30",
-            dst_ip=f"10.40.{i}.2/30",
-        )
-        for i in range(40)
-    ]
+    xcons = [numbered_xcon("conc", i, a, b, 40, ends=("c", "e")) for i in range(40)]
     stub = node.forwarder.stub()
     with concurrent.futures.ThreadPoolExecutor(40) as pool:
         replies = list(pool.map(lambda x: stub.Request(x, timeout=60), xcons))

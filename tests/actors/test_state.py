@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import os
 import threading
+from typing import Any
 
 import grpc
 import pytest
@@ -20,7 +21,7 @@ from nsm_forwarder.drivers.kernel.netns import all_namespaces
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
 from tests.conftest import Node, needs_root
-from tests.helpers import Pod, Pods, local_xcon, unique, wait_until
+from tests.helpers import Pod, Pods, local_xcon, numbered_xcon, unique, wait_until
 
 
 def restart(node: Node) -> None:
@@ -145,18 +146,7 @@ def test_state_stalled_subscriber_does_not_slow_requests(node: Node, pods: Pods)
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     stub = node.forwarder.stub()
-    xcons = [
-        local_xcon(
-            f"slow-{i}",
-            a,
-            b,
-            src_name=f"s{i}",
-            dst_name=f"s{i}",
-            src_ip=f"10.60.{i}.1/30",
-            dst_ip=f"10.60.{i}.2/30",
-        )
-        for i in range(30)
-    ]
+    xcons = [numbered_xcon("slow", i, a, b, 60, ends=("s", "s")) for i in range(30)]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda x: stub.Request(x, timeout=10), xcons))
         list(pool.map(lambda x: stub.Close(x, timeout=10), xcons))
@@ -194,57 +184,32 @@ def test_state_reconcile_settles_interrupted_operations(pods: Pods, tmp_path: ob
     pool.start()
     try:
 
-        def plan(xid: str, name: str, net: int) -> dict:
-            return plan_from_xcon(
-                local_xcon(
-                    xid,
-                    a,
-                    b,
-                    src_name=name,
-                    dst_name=name,
-                    src_ip=f"10.70.{net}.1/30",
-                    dst_ip=f"10.70.{net}.2/30",
-                ),
-                mtu=1500,
-            )
+        def xcon(n: int) -> crossconnect_pb2.CrossConnect:
+            return numbered_xcon("int", n, a, b, 70, ends=("i", "i"))
+
+        def plan(x: crossconnect_pb2.CrossConnect) -> dict[str, Any]:
+            return plan_from_xcon(x, mtu=1500)
+
+        def commit(x: crossconnect_pb2.CrossConnect) -> None:
+            store.commit(x.id, x.SerializeToString(), plan(x), pool.call("apply", plan(x)))
 
         # 1. first Request interrupted after the data plane was built
-        p1 = plan("int-1", "i1", 1)
-        store.begin_apply("int-1", p1)
-        pool.call("apply", p1)
+        store.begin_apply("int-1", plan(xcon(1)))
+        pool.call("apply", plan(xcon(1)))
         # 2. Close interrupted after the row was marked
-        x2 = local_xcon(
-            "int-2",
-            a,
-            b,
-            src_name="i2",
-            dst_name="i2",
-            src_ip="10.70.2.1/30",
-            dst_ip="10.70.2.2/30",
-        )
-        p2 = plan_from_xcon(x2, mtu=1500)
-        store.commit("int-2", x2.SerializeToString(), p2, pool.call("apply", p2))
+        commit(xcon(2))
         store.begin_close("int-2")
         # 3. update interrupted: old committed, new half-built with the same names
-        x3 = local_xcon(
-            "int-3",
-            a,
-            b,
-            src_name="i3",
-            dst_name="i3",
-            src_ip="10.70.3.1/30",
-            dst_ip="10.70.3.2/30",
-        )
-        p3 = plan_from_xcon(x3, mtu=1500)
-        store.commit("int-3", x3.SerializeToString(), p3, pool.call("apply", p3))
-        store.begin_apply("int-3", plan("int-3", "i3new", 4))
-        pool.call("apply", plan("int-3", "i3new", 4))
+        commit(xcon(3))
+        new = plan(numbered_xcon("int", 3, a, b, 71, ends=("i", "i")))
+        store.begin_apply("int-3", new)
+        pool.call("apply", new)
 
         report = reconcile(store, pool, set(all_namespaces()))
         assert [r.id for r in report.restored] == ["int-3"]
         assert (report.swept_requests, report.finished_closes) == (2, 1)
         assert a.links() == ["i3"] and b.links() == ["i3"]
-        assert a.ping("10.70.3.2")
+        assert a.ping("10.70.3.2")  # the previous cross-connect, rebuilt
         assert [(r.id, r.pending) for r in store.load()] == [("int-3", None)]
     finally:
         pool.stop()

@@ -8,7 +8,7 @@ from google.protobuf import empty_pb2
 
 from nsm_forwarder.proto import crossconnect_pb2
 from tests.conftest import Node, needs_root
-from tests.helpers import Pods, local_xcon, wait_until
+from tests.helpers import Pods, local_xcon, numbered_xcon, wait_until
 
 pytestmark = needs_root
 
@@ -42,18 +42,7 @@ def test_supervision_monitor_restart_keeps_subscribers(node_factory: type, pods:
     events = node.forwarder.xcon_monitor().MonitorCrossConnects(empty_pb2.Empty(), timeout=30)
     assert next(events).type == crossconnect_pb2.INITIAL_STATE_TRANSFER
     stub = node.forwarder.stub()
-    xcons = [
-        local_xcon(
-            f"mr-{i}",
-            a,
-            b,
-            src_name=f"mr{i}",
-            dst_name=f"mr{i}",
-            src_ip=f"10.61.{i}.1/30",
-            dst_ip=f"10.61.{i}.2/30",
-        )
-        for i in range(3)
-    ]
+    xcons = [numbered_xcon("mr", i, a, b, 61) for i in range(3)]
     for xcon in xcons:
         stub.Request(xcon, timeout=15)
     wait_until(lambda: "restarting it from the Store" in node.forwarder.log(), 15, "restart")

@@ -15,7 +15,7 @@ import sys
 import time
 
 from tests.conftest import Node
-from tests.helpers import IS_ROOT, BackgroundLoop, Pods, local_xcon
+from tests.helpers import IS_ROOT, BackgroundLoop, Pods, numbered_xcon
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -54,15 +54,7 @@ def forwarder(pods: Pods, count: int, workers: int) -> tuple[list[float], list[f
         stub = node.forwarder.stub()
         requests, closes = [], []
         for i in range(count):
-            xcon = local_xcon(
-                f"bench-{i}",
-                a,
-                b,
-                src_name=f"b{i}",
-                dst_name=f"c{i}",
-                src_ip=f"10.51.{i}.1/30",
-                dst_ip=f"10.51.{i}.2/30",
-            )
+            xcon = numbered_xcon("bench", i, a, b, 51, ends=("b", "c"))
             start = time.perf_counter()
             stub.Request(xcon, timeout=30)
             requests.append((time.perf_counter() - start) * 1000)

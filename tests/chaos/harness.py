@@ -28,7 +28,7 @@ import grpc
 from google.protobuf import empty_pb2
 
 from nsm_forwarder.proto import crossconnect_pb2
-from tests.helpers import Pod, local_xcon, wait_until
+from tests.helpers import Pod, numbered_xcon, wait_until
 
 RETRIABLE = {
     grpc.StatusCode.UNAVAILABLE,
@@ -71,15 +71,7 @@ class IdState:
 
 
 def xcon_for(index: int, a: Pod, b: Pod) -> crossconnect_pb2.CrossConnect:
-    return local_xcon(
-        f"chaos-{index}",
-        a,
-        b,
-        src_name=f"ch{index}",
-        dst_name=f"ch{index}",
-        src_ip=f"10.90.{index}.1/30",
-        dst_ip=f"10.90.{index}.2/30",
-    )
+    return numbered_xcon("chaos", index, a, b, 90, ends=("ch", "ch"))
 
 
 class Chaos:
