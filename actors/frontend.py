@@ -235,22 +235,35 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
 
 
 class MechanismsService(forwarder_pb2_grpc.MechanismsMonitorServicer):
+    """MonitorMechanisms: the update at once, then the stream stays open until the client
+    leaves or the server stops. When the last open stream ends while we keep running (nsmd
+    dropped it: nsmd then takes us for dead), ``on_unwatched`` is called."""
+
     def __init__(
         self,
         update: forwarder_pb2.MechanismUpdate,
         stopping: asyncio.Event,
         faults: Injector | None = None,
+        on_unwatched: Callable[[], None] = lambda: None,
     ) -> None:
         self.update = update
         self.stopping = stopping
         self.faults = faults or Injector("frontend", ())
+        self.on_unwatched = on_unwatched
+        self.watchers = 0
 
     async def MonitorMechanisms(
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[forwarder_pb2.MechanismUpdate]:
         await inject(self.faults, context, "MonitorMechanisms")
-        yield self.update
-        await self.stopping.wait()
+        self.watchers += 1
+        try:
+            yield self.update
+            await self.stopping.wait()
+        finally:
+            self.watchers -= 1
+            if not self.watchers and not self.stopping.is_set():
+                self.on_unwatched()
 
 
 def mechanism_update(

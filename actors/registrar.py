@@ -121,6 +121,8 @@ class Registrar:
         self._rpc_timeout = rpc_timeout
         self._on_state = on_state
         self._faults = faults or Injector("registrar", ())
+        self._renew: asyncio.Event | None = None
+        self._renew_reason = ""
 
         self._state = RegistrationState.WAITING_FOR_SOCKET
         self._registrations = 0
@@ -322,6 +324,14 @@ class Registrar:
                 last_log = now
             await asyncio.sleep(POLL_INTERVAL)
 
+    def renew(self, reason: str) -> None:
+        """nsmd seems to have forgotten us (it stopped watching our MonitorMechanisms, which it
+        takes as our death, while its liveness stream goes on): if registered, end the liveness
+        hold and register again. Does nothing in any other state."""
+        if self._state is RegistrationState.REGISTERED and self._renew is not None:
+            self._renew_reason = reason
+            self._renew.set()
+
     def crashed(self) -> BaseException | None:
         """The error that ended the loop (an injected crash), or None while it runs."""
         task = self._task
@@ -421,21 +431,32 @@ class Registrar:
         Cancellation of the enclosing task interrupts the read at once.
         """
         call = stub.RequestLiveness()
+        self._renew = renew = asyncio.Event()
+        renewed = asyncio.ensure_future(renew.wait())
         try:
             while True:
+                read = asyncio.ensure_future(call.read())
                 try:
-                    message = await call.read()
+                    await asyncio.wait({read, renewed}, return_when=asyncio.FIRST_COMPLETED)
                 except asyncio.CancelledError:
-                    current = asyncio.current_task()
-                    if current is not None and current.cancelling():
-                        raise  # stop(): propagate
+                    read.cancel()
+                    raise  # stop(): propagate
+                if not read.done():
+                    read.cancel()
+                    return f"renewing: {self._renew_reason}"
+                if read.cancelled():
                     return "liveness call cancelled by gRPC"
-                except grpc.aio.AioRpcError as err:
+                err = read.exception()
+                if isinstance(err, grpc.aio.AioRpcError):
                     return _reason(err)
-                if message is grpc.aio.EOF:
+                if err is not None:
+                    raise err
+                if read.result() is grpc.aio.EOF:
                     return "stream closed by nsmd"
                 await self._inject("liveness")
         finally:
+            self._renew = None
+            renewed.cancel()
             call.cancel()
 
 

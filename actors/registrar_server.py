@@ -136,6 +136,16 @@ class RegistrarServer:
         self.registered.clear()
         self._end_liveness_streams()
 
+    def drop_forwarder(self, name: str) -> None:
+        """Forget forwarder ``name`` as nsmd does when its MonitorMechanisms stream fails (the
+        watcher's stream is cancelled, a "forwarder-down" entry is recorded); its liveness
+        stream stays open, as in nsmd, whose liveness sender only stops when a send fails."""
+        watcher = self._watchers.pop(name, None)
+        if watcher is not None:
+            watcher.cancel()
+        if self.registered.pop(name, None) is not None:
+            self.history.append(("forwarder-down", name))
+
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Poll `predicate` every 20 ms until it is true; raise TimeoutError after `timeout`."""
         deadline = time.monotonic() + timeout

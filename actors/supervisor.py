@@ -259,7 +259,7 @@ class Supervisor:
         )
         update = mechanism_update(tuple(caps["local"]), tuple(caps["remote"]), str(s.src_ip))
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(
-            MechanismsService(update, self.stopping, frontend), server
+            MechanismsService(update, self.stopping, frontend, self._unwatched), server
         )
         crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(self.xcon_monitor, server)
         self.grpc_health = grpc_health.aio.HealthServicer()
@@ -280,6 +280,12 @@ class Supervisor:
         self.health.set_goal("serving")
         log.info("serving the forwarder API on %s", address)
         log.info("CrossConnect - Serve starting...")  # upstream's line; its tests wait for it
+
+    def _unwatched(self) -> None:
+        """nsmd stopped reading MonitorMechanisms, i.e. it dropped us: register again."""
+        if self.registrar is not None:
+            log.warning("nsmd stopped watching this forwarder's mechanisms; registering again")
+            self.registrar.renew("nsmd stopped watching MonitorMechanisms")
 
     async def _start_health(self) -> None:
         try:

@@ -299,6 +299,18 @@ def test_forwarder_registers_late_and_reregisters(node_factory: type) -> None:
     assert node.registrar.initial_state[name].type == crossconnect_pb2.INITIAL_STATE_TRANSFER
 
 
+def test_forwarder_registers_again_when_nsmd_drops_it(node_factory: type) -> None:
+    """nsmd drops a forwarder whose MonitorMechanisms stream failed but keeps the liveness
+    stream going (spec §7.2): the forwarder notices the stream's end and registers again."""
+    node: Node = node_factory().start()
+    name = node.forwarder.name
+    node.loop.loop.call_soon_threadsafe(node.registrar.drop_forwarder, name)
+    wait_until(lambda: ("forwarder-down", name) in node.registrar.history, 10, "the drop")
+    wait_until(lambda: node.registrar.history.count(("register", name)) == 2, 10, "again")
+    node.wait_registered()
+    assert "nsmd stopped watching this forwarder's mechanisms" in node.forwarder.log()
+
+
 def test_forwarder_sigterm_unregisters_and_exits_0(node_factory: type) -> None:
     import os
 
