@@ -66,22 +66,30 @@ def planner(mtu: int, egress_mtu: int) -> Planner:
 
 
 class _Guarded:
-    """The worker pool, Store or Monitor link as seen by one ConnectionActor: once the actor has
-    been abandoned (it hung and was replaced), it may not touch any of them again, so a late
-    wake-up can never undo what its replacement did."""
+    """The worker pool, Store or Monitor link as seen by one ConnectionActor.
 
-    def __init__(self, target: Any, abandoned: threading.Event, xcon_id: str) -> None:
+    Every call holds the id's ``fence``, a lock shared by all actors that ever serve this id,
+    and first checks ``abandoned``: once an actor has been abandoned (it hung and was replaced)
+    it may not touch any of them again, and a call it had in flight at that moment (a worker
+    call is bounded by the operation timeout) finishes before its replacement makes its first
+    one. So a late wake-up can never undo what the replacement did."""
+
+    def __init__(
+        self, target: Any, abandoned: threading.Event, fence: threading.Lock, xcon_id: str
+    ) -> None:
         self._target = target
         self._abandoned = abandoned
+        self._fence = fence
         self._xcon_id = xcon_id
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._target, name)
 
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            if self._abandoned.is_set():
-                raise WorkerLost(f"the actor of {self._xcon_id} was replaced; {name} not run")
-            return method(*args, **kwargs)
+            with self._fence:
+                if self._abandoned.is_set():
+                    raise WorkerLost(f"the actor of {self._xcon_id} was replaced; {name} not run")
+                return method(*args, **kwargs)
 
         return guarded
 
@@ -98,13 +106,15 @@ class ConnectionActor(BaseActor):
         *,
         faults: Injector | None = None,
         abandoned: threading.Event | None = None,
+        fence: threading.Lock | None = None,
     ) -> None:
         super().__init__()
         self.xcon_id = xcon_id
         abandoned = abandoned or threading.Event()
-        self.pool: WorkerPool = _Guarded(pool, abandoned, xcon_id)  # type: ignore[assignment]
-        self.monitor: Link = _Guarded(monitor, abandoned, xcon_id)  # type: ignore[assignment]
-        self.store: Store = _Guarded(store, abandoned, xcon_id)  # type: ignore[assignment]
+        fence = fence or threading.Lock()
+        self.pool: WorkerPool = _Guarded(pool, abandoned, fence, xcon_id)  # type: ignore[assignment]
+        self.monitor: Link = _Guarded(monitor, abandoned, fence, xcon_id)  # type: ignore[assignment]
+        self.store: Store = _Guarded(store, abandoned, fence, xcon_id)  # type: ignore[assignment]
         self.planner = planner
         self.faults = faults or Injector("connection", ())
         self.restored = restored

@@ -88,6 +88,9 @@ class Connections:
         self.on_restart = on_restart
         self._actors: dict[str, tuple[pykka.ActorRef[Any], threading.Event]] = {}
         self._in_flight: dict[str, int] = {}
+        #: one lock per id, shared by every actor that serves it (see connection._Guarded)
+        self._fences: dict[str, threading.Lock] = {}
+        self._abandoned_ids: set[str] = set()
 
     def _start(self, xcon_id: str, record: Record | None) -> pykka.ActorRef[Any]:
         abandoned = threading.Event()
@@ -100,6 +103,7 @@ class Connections:
             record,
             faults=self.faults,
             abandoned=abandoned,
+            fence=self._fences.setdefault(xcon_id, threading.Lock()),
         )
         self._actors[xcon_id] = (ref, abandoned)
         return ref
@@ -138,6 +142,7 @@ class Connections:
         if entry is None or entry[0] is not ref:
             return
         log.error("the actor of %s is not answering; replacing it", xcon_id)
+        self._abandoned_ids.add(xcon_id)
         entry[1].set()
         del self._actors[xcon_id]
         ref.stop(block=False)
@@ -154,6 +159,8 @@ class Connections:
         if idle and self._in_flight.get(xcon_id) == 0 and entry is not None and entry[0] is ref:
             del self._actors[xcon_id]
             del self._in_flight[xcon_id]
+            if xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
+                self._fences.pop(xcon_id, None)
             ref.stop(block=False)
 
     def __len__(self) -> int:
