@@ -163,9 +163,6 @@ class Connections:
                 self._fences.pop(xcon_id, None)
             ref.stop(block=False)
 
-    def __len__(self) -> int:
-        return len(self._actors)
-
     def stop(self) -> None:
         for ref, _ in self._actors.values():
             ref.stop(block=False)

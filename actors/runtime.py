@@ -5,7 +5,7 @@
   implement ``handle(message) -> reply``.
 - :func:`ask` sends from the asyncio loop and awaits the reply without blocking the loop: the
   actor thread resolves an asyncio future with ``loop.call_soon_threadsafe`` (never ``await`` a
-  pykka future: it blocks the loop). :func:`ask_blocking` is for other threads.
+  pykka future: it blocks the loop).
 - Failure rule: an exception raised by ``handle`` goes to the asker, and the actor carries on.
   An exception from a ``tell`` (no reply slot) is logged and the actor keeps running too; actors
   never die from one bad message.
@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import queue
 import threading
@@ -127,13 +126,6 @@ def ask(ref: pykka.ActorRef[Any], message: Message) -> asyncio.Future[Any]:
     reply = AsyncioReply(asyncio.get_running_loop())
     ref.tell(Envelope(message, reply))
     return reply.future
-
-
-def ask_blocking(ref: pykka.ActorRef[Any], message: Message, timeout: float | None = None) -> Any:
-    """From a plain thread (not the asyncio loop): wait for the actor's reply."""
-    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-    ref.tell(Envelope(message, future))
-    return future.result(timeout)
 
 
 class Link:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -315,8 +314,3 @@ def _log_init_failure(ready: concurrent.futures.Future[Any]) -> None:
     exc = ready.exception()
     if exc is not None:
         log.error("a replacement worker failed its driver init: %s", exc)
-
-
-def pids(pool: WorkerPool) -> list[int]:
-    """PIDs of the pool's live workers (for operators and tests)."""
-    return [w.pid for w in pool.workers() if w.alive and os.path.exists(f"/proc/{w.pid}")]
