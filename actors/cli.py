@@ -34,6 +34,7 @@ def add_run_command(sub: Any) -> None:
         ("--log-level", "DEBUG, INFO, WARNING or ERROR", str),
         ("--mtu", "MTU of local veth pairs", int),
         ("--vxlan-port", "UDP port of VXLAN tunnels", int),
+        ("--wireguard-backend", "auto, kernel or userspace WireGuard", str),
         ("--reregister-interval", "registration retry interval (e.g. 5s)", str),
         ("--operation-timeout", "data-plane operation timeout (e.g. 10s)", str),
         ("--max-restarts", "restart intensity limit (restarts per window)", int),
@@ -60,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = [
         *("name", "socket", "registrar_socket", "src_ip", "driver", "workers", "state_dir"),
         *("health_host", "health_port", "log_level", "mtu", "vxlan_port", "reregister_interval"),
-        *("operation_timeout", "max_restarts", "restart_window", "faults"),
+        *("operation_timeout", "max_restarts", "restart_window", "faults", "wireguard_backend"),
     ]
     flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     try:

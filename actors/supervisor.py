@@ -204,16 +204,31 @@ class Supervisor:
         self.pool = WorkerPool(
             s.workers,
             s.driver,
-            init={"owner": s.name, "src_ip": str(s.src_ip), "vxlan_port": s.vxlan_port},
+            init={
+                "owner": s.name,
+                "src_ip": str(s.src_ip),
+                "vxlan_port": s.vxlan_port,
+                "wireguard_backend": s.wireguard_backend,
+            },
             timeout=s.operation_timeout.total_seconds(),
             log_level=s.log_level,
             faults=s.faults,
             on_restart=self.restarts.record,
         )
         try:
-            await asyncio.to_thread(self.pool.start)
+            # spawning workers (imports, driver init) gets at least 3 operation timeouts
+            wait = max(30.0, 3 * s.operation_timeout.total_seconds())
+            await asyncio.to_thread(self.pool.start, wait)
         except ForwarderError as exc:
             raise StartupError(f"the {s.driver} driver cannot work here: {exc.message}") from None
+        caps = self.pool.capabilities
+        wg = caps.get("wireguard")
+        log.info(
+            "mechanisms: local %s, remote %s%s",
+            ", ".join(caps.get("local", [])) or "none",
+            ", ".join(caps.get("remote", [])) or "none",
+            f" (WireGuard: {wg})" if wg else "",
+        )
         self.health.set_goal("workers")
 
     async def _start_monitor(self) -> None:

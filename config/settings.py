@@ -511,6 +511,15 @@ class Settings(BaseSettings):
             "forwarder used the kernel default 8472 and could not talk to VPP)."
         ),
     )
+    wireguard_backend: Literal["auto", "kernel", "userspace"] = Field(
+        "auto",
+        validation_alias="NSM_FORWARDER_WIREGUARD_BACKEND",
+        description=(
+            "How WIREGUARD tunnels are built: auto (the kernel's WireGuard module where the kernel "
+            "has one, else userspace wireguard-go), kernel or userspace (start-up is refused when "
+            "the one asked for cannot work)."
+        ),
+    )
     reregister_interval: GoDuration = Field(
         timedelta(seconds=5),
         validation_alias="NSM_FORWARDER_REREGISTER_INTERVAL",
@@ -521,7 +530,10 @@ class Settings(BaseSettings):
     operation_timeout: GoDuration = Field(
         timedelta(seconds=10),
         validation_alias="NSM_FORWARDER_OPERATION_TIMEOUT",
-        description="How long a worker may take for one data-plane operation, a duration > 0.",
+        description=(
+            "How long a worker may take for one data-plane operation, a duration > 0 (starting "
+            "the workers may take 3 times as long, at least 30s)."
+        ),
     )
     registrar_timeout: GoDuration = Field(
         timedelta(seconds=5),

@@ -78,7 +78,8 @@ class Driver(Protocol):
     """What every driver implements. All methods run in a worker process.
 
     - ``init(config)``: called once in every worker before any other call, with
-      ``{"owner": forwarder name, "src_ip": str, "vxlan_port": int}`` (call :func:`set_owner`);
+      ``{"owner": forwarder name, "src_ip": str, "vxlan_port": int, "wireguard_backend": str}``
+      (call :func:`set_owner`);
       checks the forwarder can work here (raises a ForwarderError with a clear message when it
       cannot, e.g. no interface carries ``src_ip``)
       and returns ``{"local": [types], "remote": [types], "egress": {...} | None}``: the

@@ -117,7 +117,13 @@ class BackgroundLoop:
         self.thread.join(5)
 
 
+#: Multiplies every wait_until timeout: the tests run inside a software-emulated VM (tests/vm)
+#: set it, as everything there is tens of times slower.
+TIME_FACTOR = float(os.environ.get("NSM_TEST_TIME_FACTOR", "1"))
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 10, what: str = "") -> None:
+    timeout *= TIME_FACTOR
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -163,6 +169,9 @@ class Forwarder:
             NSM_FORWARDER_REREGISTER_INTERVAL="200ms",
             NSM_FORWARDER_LOG_LEVEL="DEBUG",
         )
+        if TIME_FACTOR != 1:  # in the emulated VM: the forwarder's own deadlines stretch too
+            env["NSM_FORWARDER_OPERATION_TIMEOUT"] = f"{10 * TIME_FACTOR:g}s"
+            env["NSM_FORWARDER_REGISTRAR_TIMEOUT"] = f"{5 * TIME_FACTOR:g}s"
         env.update(self.env)
         with open(self.log_path, "ab") as log:
             prefix = ["ip", "netns", "exec", self.netns] if self.netns else []

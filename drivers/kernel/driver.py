@@ -26,7 +26,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, parse_tag, set_owner, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
-from nsm_forwarder.drivers.kernel import netns, wireguard
+from nsm_forwarder.drivers.kernel import netns, wgselect
 from nsm_forwarder.drivers.kernel.egress import Egress, find_egress
 from nsm_forwarder.drivers.kernel.ops import (
     GONE,
@@ -122,6 +122,8 @@ class KernelDriver:
         #: the egress interface found by ``init`` (None before)
         self.egress: Egress | None = None
         self.vxlan_port = DEFAULT_VXLAN_PORT
+        #: how WIREGUARD tunnels are built: wgselect.KERNEL, USERSPACE or None (not offered)
+        self.wireguard: str | None = None
         self._node_fd: int | None = None
 
     # -- init ------------------------------------------------------------------------------
@@ -131,7 +133,8 @@ class KernelDriver:
 
         The namespace of the calling thread is the node namespace: remote tunnels keep their
         underlay there. Refuses (EgressNotFound, one line) when no interface of it carries
-        ``src_ip``. Advertises WIREGUARD only when wireguard-go can run here.
+        ``src_ip``. Chooses the WireGuard backend (``wireguard_backend``, see :mod:`.wgselect`)
+        and advertises WIREGUARD only when there is one.
         """
         self.config = dict(config)
         if config.get("owner"):
@@ -146,18 +149,20 @@ class KernelDriver:
             self.egress.mtu,
             self.egress.ip,
         )
+        with step("choose the WireGuard backend"):
+            choice = wgselect.choose(str(config.get("wireguard_backend") or wgselect.AUTO))
+        self.wireguard = choice.backend
+        if choice.backend is None:
+            log.debug("not offering WIREGUARD: %s", choice.why)
+        else:
+            log.debug("WIREGUARD tunnels use %s", choice.why)
         info = driver_info(self.name)
-        remote = []
-        for mech in info.remote_mechanisms:
-            reason = wireguard.unavailable() if mech == "WIREGUARD" else None
-            if reason is not None:
-                log.debug("not offering %s: %s", mech, reason)
-                continue
-            remote.append(mech)
+        remote = [m for m in info.remote_mechanisms if m != "WIREGUARD" or choice.backend]
         return {
             "local": list(info.local_mechanisms),
             "remote": remote,
             "egress": self.egress.to_wire(),
+            "wireguard": choice.backend,
         }
 
     def node_fd(self) -> int:

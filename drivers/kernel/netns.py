@@ -8,7 +8,8 @@ A pod's network namespace is named by its nsfs inode (what ``stat /proc/<pid>/ns
 pyroute2's own ``IPRoute(netns=...)`` forks a helper process; instead a short-lived thread enters
 the namespace with ``setns()``, opens the socket and exits. A socket stays in the namespace it was
 created in, and ``setns()`` only affects the calling thread, so neither the caller's thread nor
-the process ever changes namespace.
+the process ever changes namespace. :func:`scratch_iproute` does the same in a new, empty
+namespace (``unshare()`` in the helper thread), for probing the kernel where nobody sees it.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ import os
 import socket
 import stat
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from nsm_forwarder.drivers.errors import DriverError, NotFound
@@ -34,13 +35,18 @@ NETLINK_ROUTE = 0
 _libc: ctypes.CDLL | None = None
 
 
-def _setns(fd: int, nstype: int) -> None:
+def _libc_call(name: str, *args: int) -> None:
+    """Call libc function ``name``; OSError with its errno when it returns non-zero."""
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.setns(fd, nstype) != 0:
+    if getattr(_libc, name)(*args) != 0:
         code = ctypes.get_errno()
-        raise OSError(code, f"setns: {os.strerror(code)}")
+        raise OSError(code, f"{name}: {os.strerror(code)}")
+
+
+def _setns(fd: int, nstype: int) -> None:
+    _libc_call("setns", fd, nstype)
 
 
 def _nsfs_dev() -> int:
@@ -144,17 +150,14 @@ def netns_fd(inode: int) -> Iterator[int]:
         os.close(fd)
 
 
-def netlink_socket(netns: int, proto: int = NETLINK_ROUTE) -> socket.socket:
-    """A netlink socket (SOCK_DGRAM, as pyroute2 wants) created inside namespace fd ``netns``.
-
-    A helper thread enters the namespace and creates the socket, then exits; the calling thread
-    stays where it is.
-    """
+def _socket_from_thread(enter: Callable[[], None], proto: int) -> socket.socket:
+    """A netlink socket (SOCK_DGRAM, as pyroute2 wants) created by a helper thread after
+    ``enter()`` moved that thread into some namespace; the calling thread stays where it is."""
     box: dict[str, Any] = {}
 
     def run() -> None:
         try:
-            _setns(netns, CLONE_NEWNET)
+            enter()
             box["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
         except BaseException as exc:  # handed to the caller
             box["error"] = exc
@@ -168,22 +171,24 @@ def netlink_socket(netns: int, proto: int = NETLINK_ROUTE) -> socket.socket:
     return sock
 
 
-@contextmanager
-def iproute_in(netns: int) -> Iterator[Any]:
-    """A pyroute2 ``IPRoute`` bound to namespace fd ``netns``, closed on exit. No fork.
+def netlink_socket(netns: int, proto: int = NETLINK_ROUTE) -> socket.socket:
+    """A netlink socket created inside namespace fd ``netns`` (by a helper thread)."""
+    return _socket_from_thread(lambda: _setns(netns, CLONE_NEWNET), proto)
 
-    Use the object only from the thread that entered the context: pyroute2 keeps its socket and
-    event loop per thread, and another thread would silently get a second socket object on the
-    same fd. Do not use it from a thread that runs an asyncio loop (sync pyroute2 would try to
-    drive that loop). The namespace fd stays owned by the caller.
-    """
+
+def _unshare_net() -> None:
+    _libc_call("unshare", CLONE_NEWNET)
+
+
+@contextmanager
+def _iproute(make_socket: Callable[[], socket.socket], where: str) -> Iterator[Any]:
     from pyroute2 import IPRoute  # import is slow (~0.3 s); only pay it when netlink is used
 
     try:
-        sock = netlink_socket(netns)
+        sock = make_socket()
     except OSError as exc:
         code = exc.errno or errno.EIO
-        raise DriverError(f"netlink socket in netns fd {netns}: {os.strerror(code)}") from exc
+        raise DriverError(f"netlink socket in {where}: {os.strerror(code)}") from exc
     fileno = sock.detach()
     try:
         ipr = IPRoute(fileno=fileno)
@@ -197,3 +202,20 @@ def iproute_in(netns: int) -> Iterator[Any]:
         yield ipr
     finally:
         ipr.close()
+
+
+def iproute_in(netns: int) -> AbstractContextManager[Any]:
+    """A pyroute2 ``IPRoute`` bound to namespace fd ``netns``, closed on exit. No fork.
+
+    Use the object only from the thread that entered the context: pyroute2 keeps its socket and
+    event loop per thread, and another thread would silently get a second socket object on the
+    same fd. Do not use it from a thread that runs an asyncio loop (sync pyroute2 would try to
+    drive that loop). The namespace fd stays owned by the caller.
+    """
+    return _iproute(lambda: netlink_socket(netns), f"netns fd {netns}")
+
+
+def scratch_iproute() -> AbstractContextManager[Any]:
+    """An ``IPRoute`` in a new, empty network namespace that only its socket holds: whatever is
+    made there disappears when the context closes. For probing what the kernel can do."""
+    return _iproute(lambda: _socket_from_thread(_unshare_net, NETLINK_ROUTE), "a new netns")

@@ -12,15 +12,17 @@ the namespace of the worker (the forwarder runs there).
   Local/remote underlay addresses from the plan, VNI, UDP port from config (default 4789), no
   learning, lower device = the egress interface (unless that is a loopback device: then routing
   chooses).
-- **WireGuard**: a ``wireguard-go`` daemon (see :mod:`.wireguard`) creates a TUN under a
-  machine-unique name in the node namespace; once configured over its UAPI socket the TUN gets
-  its MTU and tag there (wireguard-go learns the MTU from that event) and is moved into the pod
-  and renamed in one ``RTM_NEWLINK``.
+- **WireGuard**: a device under a machine-unique name in the node namespace - a kernel
+  ``wireguard`` link (:mod:`.wgkernel`) where the kernel has WireGuard, else the TUN of a
+  ``wireguard-go`` daemon (:mod:`.wireguard`), as the driver's ``init`` chose
+  (:mod:`.wgselect`). Once configured (generic netlink or the UAPI socket) it gets its MTU and
+  tag there (wireguard-go learns the MTU from that event) and is moved into the pod and renamed
+  in one ``RTM_NEWLINK``. Either way its UDP socket stays in the node namespace.
 
 Every step pushes its undo; a failure unwinds them all. ``remove`` (applied record or plan)
-deletes the tagged pod interface and, for WireGuard, stops the daemon and removes its socket:
-it also cleans what an interrupted apply left (a daemon whose TUN is still in the node
-namespace, a tagged device in the pod).
+deletes the tagged pod interface and, for WireGuard, the device if it is still in the node
+namespace and its daemon and socket, if any: it also cleans what an interrupted apply left (a
+device still in the node namespace, a tagged device in the pod), whichever backend made it.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +39,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
-from nsm_forwarder.drivers.kernel import netns, wireguard
+from nsm_forwarder.drivers.kernel import netns, wgkernel, wgselect, wireguard
 from nsm_forwarder.drivers.kernel.ops import get_link, ignore_gone, step, to_forwarder_error
 from nsm_forwarder.drivers.kernel.shapes import (
     RemotePlan,
@@ -70,21 +73,24 @@ def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
         ipr_node = stack.enter_context(netns.iproute_in(node_fd))
         driver._make_room(plan.id, (ipr_pod, end))
         if isinstance(plan.tunnel, WireguardTunnel):
-            reason = wireguard.unavailable()
-            if reason is not None:  # not advertised either (see KernelDriver.init)
-                raise InvalidRequest(f"WIREGUARD is not available on this node: {reason}")
+            if driver.wireguard is None:  # not advertised either (see KernelDriver.init)
+                raise InvalidRequest("WIREGUARD is not available on this node")
             device = wireguard.device_name(driver.node_inode(), tag(plan.id, plan.side))
-            with step(f"stop a stale {wireguard.BINARY} {device}"):
-                if wireguard.stop(device):
-                    log.debug("stopped a stale %s %s of %s", wireguard.BINARY, device, plan.id)
+            _clear_device(ipr_node, device, plan.id, "a stale")
         undo = UndoStack()
         try:
             if isinstance(plan.tunnel, VxlanTunnel):
                 index = _build_vxlan(driver, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
             else:
-                index = _build_wireguard(plan, plan.tunnel, device, ipr_node, ipr_pod, pod_fd, undo)
+                index = _build_wireguard(driver, plan, device, ipr_node, ipr_pod, pod_fd, undo)
             with step(f"tag and set up {end.name} in netns {end.inode}"):
-                ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
+                try:
+                    ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
+                except NetlinkError as exc:
+                    # a kernel WireGuard device binds its listen port only now
+                    if exc.code == errno.EADDRINUSE and isinstance(plan.tunnel, WireguardTunnel):
+                        raise wireguard.port_in_use(plan.tunnel.listen_port) from None
+                    raise
             driver._configure(ipr_pod, end, index, undo)
         except BaseException as exc:
             log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
@@ -102,6 +108,7 @@ def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
         "side": plan.side,
         "local": {"inode": end.inode, "name": end.name, "ifindex": index},
         "device": device,
+        "backend": driver.wireguard if device else None,
     }
 
 
@@ -152,7 +159,7 @@ def _in_pod(ipr_pod: Any, end: Any, what: str, undo: UndoStack) -> int:
     """The tunnel device now in the pod under ``end.name``: undo = delete it; its ifindex."""
     undo.push(
         f"delete {end.name} in netns {end.inode}",
-        ignore_gone(lambda: ipr_pod.link("del", ifname=end.name)),
+        _delete_by_name(ipr_pod, end.name),
     )
     with step(f"look up {end.name} in netns {end.inode}"):
         link = get_link(ipr_pod, ifname=end.name)
@@ -162,8 +169,8 @@ def _in_pod(ipr_pod: Any, end: Any, what: str, undo: UndoStack) -> int:
 
 
 def _build_wireguard(
+    driver: KernelDriver,
     plan: RemotePlan,
-    tunnel: WireguardTunnel,
     device: str,
     ipr_node: Any,
     ipr_pod: Any,
@@ -171,18 +178,28 @@ def _build_wireguard(
     undo: UndoStack,
 ) -> int:
     end = plan.end
-    # pushed first: a start that fails half-way (a launcher timeout) may still leave a daemon
-    undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
-    with step(f"start {wireguard.BINARY} {device}"):
-        wireguard.start(device)
+    tunnel = plan.tunnel
+    assert isinstance(tunnel, WireguardTunnel)
     peer = f"{tunnel.remote_ip}:{tunnel.remote_port}"
-    with step(f"configure {device}: listen port {tunnel.listen_port}, peer {peer}"):
-        # the daemon answers only once it has the TUN device: it is safe to move it after this
-        wireguard.configure(device, tunnel)
+    configure = f"configure {device}: listen port {tunnel.listen_port}, peer {peer}"
+    if driver.wireguard == wgselect.KERNEL:
+        undo.push(f"delete {device} in the node netns", _delete_by_name(ipr_node, device))
+        with step(f"create kernel WireGuard device {device} in the node netns"):
+            wgkernel.create(ipr_node, device)
+        with step(configure):
+            wgkernel.configure(driver.node_fd(), device, tunnel)
+    else:
+        # pushed first: a start that fails half-way (a launcher timeout) may still leave a daemon
+        undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
+        with step(f"start {wireguard.BINARY} {device}"):
+            wireguard.start(device)
+        with step(configure):
+            # the daemon answers only once it has the TUN device: safe to move it after this
+            wireguard.configure(device, tunnel)
     with step(f"look up {device} in the node netns"):
         link = get_link(ipr_node, ifname=device)
     if link is None:
-        raise DriverError(f"{wireguard.BINARY} {device} runs but its TUN device is missing")
+        raise DriverError(f"WireGuard device {device} is missing from the node netns")
     changes: dict[str, Any] = {"ifalias": tag(plan.id, plan.side), "group": TAG_GROUP}
     if plan.mtu:
         changes["mtu"] = plan.mtu
@@ -192,6 +209,20 @@ def _build_wireguard(
     with step(what):
         ipr_node.link("set", index=link.index, net_ns_fd=pod_fd, ifname=end.name)
     return _in_pod(ipr_pod, end, what, undo)
+
+
+def _delete_by_name(ipr: Any, name: str) -> Callable[[], None]:
+    return ignore_gone(lambda: ipr.link("del", ifname=name))
+
+
+def _clear_device(ipr_node: Any, device: str, xid: str, which: str) -> None:
+    """Remove WireGuard device ``device`` from the node namespace (still there after an
+    interrupted apply) with its wireguard-go daemon and files, whichever backend made it."""
+    with step(f"stop {which} {wireguard.BINARY} {device}"):
+        if wireguard.stop(device):
+            log.debug("stopped %s %s %s of %s", which, wireguard.BINARY, device, xid)
+    with step(f"delete {which} {device} in the node netns"):
+        _delete_by_name(ipr_node, device)()
 
 
 def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
@@ -215,9 +246,8 @@ def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
             os.close(fd)
     if record.get("kind") == "wireguard":
         device = record.get("device") or wireguard.device_name(driver.node_inode(), tag(xid, side))
-        with step(f"stop {wireguard.BINARY} {device}"):
-            if wireguard.stop(str(device)):
-                log.debug("stopped %s %s of %s", wireguard.BINARY, device, xid)
+        with netns.iproute_in(driver.node_fd()) as ipr_node:
+            _clear_device(ipr_node, str(device), xid, "the")
     log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
 
 

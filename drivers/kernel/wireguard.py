@@ -1,8 +1,8 @@
 """Userspace WireGuard devices: one ``wireguard-go`` daemon per tunnel, driven over its UAPI.
 
-This kernel has no WireGuard module, so a tunnel is a ``wireguard-go`` process (Debian package
-``wireguard-go``). Life of one device, named by :func:`device_name` (unique on the machine,
-because ``/var/run/wireguard`` is shared by every network namespace):
+Where the kernel has no WireGuard module (see :mod:`.wgselect`), a tunnel is a ``wireguard-go``
+process (Debian package ``wireguard-go``). Life of one device, named by :func:`device_name`
+(unique on the machine, because ``/var/run/wireguard`` is shared by every network namespace):
 
 1. :func:`start` runs ``wireguard-go <name>`` in the caller's network namespace (the node's). Its
    first process creates the TUN device and the listening UAPI socket
@@ -270,6 +270,10 @@ def _uapi(name: str, request: str) -> int:
     raise DriverError(f"UAPI socket {path}: no errno in the reply")
 
 
+def port_in_use(port: int) -> AlreadyExists:
+    return AlreadyExists(f"WireGuard listen port {port} is already in use on this node")
+
+
 def configure(name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) -> None:
     """Private key, listen port and exactly one peer (the other node), allowed IPs all."""
     lines = [
@@ -288,9 +292,7 @@ def configure(name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) ->
         return
     err = abs(code)
     if err == errno.EADDRINUSE:
-        raise AlreadyExists(
-            f"WireGuard listen port {tunnel.listen_port} is already in use on this node"
-        )
+        raise port_in_use(tunnel.listen_port)
     raise DriverError(
         f"configure WireGuard device {name} (listen port {tunnel.listen_port}, peer "
         f"{_endpoint(str(tunnel.remote_ip), tunnel.remote_port)}): UAPI errno {err} "

@@ -96,6 +96,7 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "log_level",
         "mtu",
         "vxlan_port",
+        "wireguard_backend",
         "reregister_interval",
         "operation_timeout",
         "registrar_timeout",

@@ -13,6 +13,9 @@ from typing import Any
 
 import pytest
 
+from tests.drivers.nodes import Bed, Node
+from tests.helpers import Pod, Pods, Underlay, make_underlay
+
 _counter = itertools.count()
 #: every namespace these tests create starts with this (unique per test process)
 NS_PREFIX = f"kd{os.getpid() % 1000}n"
@@ -92,3 +95,33 @@ def thread_netns_unchanged() -> Iterator[None]:
     before = os.stat("/proc/thread-self/ns/net").st_ino
     yield
     assert os.stat("/proc/thread-self/ns/net").st_ino == before
+
+
+@pytest.fixture
+def bed() -> Iterator[Bed]:
+    """``make(v6=False, backend="userspace", b_backend=None)``: a fresh underlay with an
+    initialized driver per node (node B's backend defaults to A's); all removed at teardown."""
+    made: list[tuple[Underlay, Node, Node]] = []
+
+    def make(
+        v6: bool = False, backend: str = "userspace", b_backend: str | None = None
+    ) -> tuple[Underlay, Node, Node]:
+        u = make_underlay(v6)
+        a, b = Node(u.a, u.a_ip, backend), Node(u.b, u.b_ip, b_backend or backend)
+        made.append((u, a, b))
+        a.init()
+        b.init()
+        return u, a, b
+
+    try:
+        yield make
+    finally:
+        for u, a, b in made:
+            a.close()
+            b.close()
+            u.delete()
+
+
+@pytest.fixture
+def two_pods(pods: Pods) -> tuple[Pod, Pod]:
+    return pods.make(), pods.make()

@@ -1,23 +1,21 @@
 """KernelDriver remote cross-connects (VXLAN, WireGuard) against real namespaces (root only).
 
-Each "node" is a network namespace of an underlay pair (tests.helpers.make_underlay); its driver
-runs in a thread that entered that namespace, as a worker process of a forwarder running there
-would (the driver takes the calling thread's namespace as the node's).
+Each "node" (tests/drivers/nodes.py) is a namespace of an underlay pair whose driver runs in a
+thread inside it. WireGuard here is userspace wireguard-go (this machine's kernel has none; the
+kernel module is tested in a VM: tests/drivers/test_kernel_wireguard.py, tests/vm).
 """
 
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from nsm_forwarder.drivers.base import tag
 from nsm_forwarder.drivers.errors import (
     AlreadyExists,
     DriverError,
@@ -25,12 +23,12 @@ from nsm_forwarder.drivers.errors import (
     InvalidRequest,
 )
 from nsm_forwarder.drivers.kernel import driver as kdriver
-from nsm_forwarder.drivers.kernel import netns, wireguard
-from nsm_forwarder.drivers.kernel.driver import KernelDriver
+from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
 from nsm_forwarder.drivers.kernel.egress import EgressNotFound
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from tests.drivers.conftest import needs_root
-from tests.helpers import Pod, Pods, Underlay, make_underlay, remote_pair, sh
+from tests.drivers.nodes import Bed, no_daemons, sockets_of
+from tests.helpers import Pod, Pods, remote_pair
 
 pytestmark = [
     needs_root(),
@@ -38,100 +36,10 @@ pytestmark = [
 ]
 
 
-class Node:
-    """A KernelDriver whose every call runs in one thread inside the node namespace."""
-
-    def __init__(self, netns_name: str, ip: str) -> None:
-        self.name, self.ip = netns_name, ip
-        self.driver = KernelDriver()
-        self.plans: list[dict[str, Any]] = []
-
-        def enter() -> None:
-            fd = os.open(f"/var/run/netns/{netns_name}", os.O_RDONLY)
-            try:
-                netns._setns(fd, netns.CLONE_NEWNET)
-            finally:
-                os.close(fd)
-
-        self.thread = concurrent.futures.ThreadPoolExecutor(1, initializer=enter)
-
-    def call(self, method: str, *args: Any) -> Any:
-        if method == "apply":
-            self.plans.append(args[0])
-        return self.thread.submit(getattr(self.driver, method), *args).result(30)
-
-    def init(self, src_ip: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = self.call(
-            "init", {"src_ip": src_ip or self.ip, "vxlan_port": 4789}
-        )
-        return result
-
-    def devices(self) -> list[str]:
-        """WireGuard device names of every wireguard plan this node was asked to apply."""
-        inode = os.stat(f"/var/run/netns/{self.name}").st_ino
-        return [
-            wireguard.device_name(inode, tag(p["id"], p["side"]))
-            for p in self.plans
-            if p.get("kind") == "wireguard"
-        ]
-
-    def node_links(self) -> list[str]:
-        out = sh("ip", "-n", self.name, "-o", "link", "show")
-        return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
-
-    def close(self) -> None:
-        for device in self.devices():
-            self.thread.submit(wireguard.stop, device).result(10)
-        self.thread.shutdown()
-
-
-@pytest.fixture
-def bed() -> Iterator[Callable[..., tuple[Underlay, Node, Node]]]:
-    """Factory of underlays with an initialized driver per node; all removed at teardown."""
-    made: list[tuple[Underlay, Node, Node]] = []
-
-    def make(v6: bool = False) -> tuple[Underlay, Node, Node]:
-        u = make_underlay(v6)
-        a, b = Node(u.a, u.a_ip), Node(u.b, u.b_ip)
-        made.append((u, a, b))
-        a.init()
-        b.init()
-        return u, a, b
-
-    try:
-        yield make
-    finally:
-        for u, a, b in made:
-            a.close()
-            b.close()
-            u.delete()
-
-
-@pytest.fixture
-def two_pods(pods: Pods) -> tuple[Pod, Pod]:
-    return pods.make(), pods.make()
-
-
-def no_daemons(*nodes: Node) -> bool:
-    live = wireguard.running()
-    return not [d for n in nodes for d in n.devices() if d in live]
-
-
-def sockets_of(*nodes: Node) -> list[str]:
-    """UAPI sockets or daemon logs left of these nodes' WireGuard devices."""
-    paths = [
-        f(d)
-        for n in nodes
-        for d in n.devices()
-        for f in (wireguard.socket_path, wireguard.log_path)
-    ]
-    return [p for p in paths if os.path.exists(p)]
-
-
 # --- init: egress detection ------------------------------------------------------------------
 
 
-def test_init_finds_the_egress_interface(bed: Callable[..., tuple[Underlay, Node, Node]]) -> None:
+def test_init_finds_the_egress_interface(bed: Bed) -> None:
     u, a, _ = bed()
     caps = a.init()
     assert caps["local"] == ["KERNEL_INTERFACE"]
@@ -154,21 +62,52 @@ def test_init_finds_the_egress_interface(bed: Callable[..., tuple[Underlay, Node
 
 
 def test_init_offers_wireguard_only_where_wireguard_go_runs(
-    bed: Callable[..., tuple[Underlay, Node, Node]],
+    bed: Bed,
     two_pods: tuple[Pod, Pod],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     u, a, _ = bed()
     monkeypatch.setattr(wireguard, "BINARY", "nsm-no-such-wireguard-go")
     assert wireguard.unavailable() == "nsm-no-such-wireguard-go is not installed"
-    assert a.init()["remote"] == ["VXLAN"]
+    if wgkernel.unavailable() is None:
+        pytest.skip("this kernel has WireGuard: auto would use it")
+    assert a.init(backend="auto")["remote"] == ["VXLAN"]
     pair = remote_pair("nowg", *two_pods, u.a_ip, u.b_ip, "WIREGUARD")
     with pytest.raises(InvalidRequest, match="WIREGUARD is not available on this node"):
         a.call("apply", plan_from_xcon(pair.outgoing, mtu=1))
     assert two_pods[0].links() == []
 
 
-def test_init_finds_an_ipv6_egress(bed: Callable[..., tuple[Underlay, Node, Node]]) -> None:
+@pytest.mark.skipif(wgkernel.unavailable() is None, reason="this kernel has WireGuard")
+def test_wireguard_backend_choice_on_a_kernel_without_wireguard(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto falls back to wireguard-go and says why; an insisted-on backend that cannot work
+    stops init with one clear line. (Where the kernel has it: tests/drivers/
+    test_kernel_wireguard.py, run in the VM of tests/vm.)"""
+    assert wgkernel.unavailable() == "the kernel has no WireGuard module"
+    assert wgselect.choose("auto") == wgselect.Choice(
+        "userspace", "userspace wireguard-go (the kernel has no WireGuard module)"
+    )
+    assert wgselect.choose("userspace") == wgselect.Choice("userspace", "userspace wireguard-go")
+    _, a, _ = bed()
+    assert a.init(backend="auto")["wireguard"] == "userspace"
+    assert a.driver.wireguard == "userspace"
+    with pytest.raises(DriverError) as err:
+        a.init(backend="kernel")
+    assert str(err.value) == "wireguard_backend is kernel, but the kernel has no WireGuard module"
+    with pytest.raises(DriverError, match="must be one of auto, kernel, userspace, not 'fast'"):
+        a.init(backend="fast")
+    monkeypatch.setattr(wireguard, "BINARY", "nsm-no-such-wireguard-go")
+    with pytest.raises(
+        DriverError, match="wireguard_backend is userspace, but nsm-no-such-wireguard-go is not"
+    ):
+        a.init(backend="userspace")
+    caps = a.init(backend="auto")
+    assert caps["wireguard"] is None and caps["remote"] == ["VXLAN"]
+
+
+def test_init_finds_an_ipv6_egress(bed: Bed) -> None:
     u, a, _ = bed(v6=True)
     egress = a.init(u.a_ip.upper())["egress"]
     assert egress["ifname"] == "ul0" and egress["ip"] == u.a_ip
@@ -179,7 +118,7 @@ def test_init_finds_an_ipv6_egress(bed: Callable[..., tuple[Underlay, Node, Node
 
 @pytest.mark.parametrize("mech", ["VXLAN", "WIREGUARD"])
 def test_tunnel_over_ipv6_underlay_pings_and_goes_away(
-    bed: Callable[..., tuple[Underlay, Node, Node]], two_pods: tuple[Pod, Pod], mech: str
+    bed: Bed, two_pods: tuple[Pod, Pod], mech: str
 ) -> None:
     u, a, b = bed(v6=True)
     client, endpoint = two_pods
@@ -204,7 +143,7 @@ def test_tunnel_over_ipv6_underlay_pings_and_goes_away(
     ],
 )
 def test_remote_failure_rolls_back_everything(
-    bed: Callable[..., tuple[Underlay, Node, Node]],
+    bed: Bed,
     two_pods: tuple[Pod, Pod],
     monkeypatch: pytest.MonkeyPatch,
     mech: str,
@@ -228,7 +167,7 @@ def test_remote_failure_rolls_back_everything(
 
 
 def test_wireguard_error_never_shows_a_private_key(
-    bed: Callable[..., tuple[Underlay, Node, Node]],
+    bed: Bed,
     pods: Pods,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -254,9 +193,7 @@ def test_wireguard_error_never_shows_a_private_key(
     assert [d for d in a.devices() if d in wireguard.running()] == a.devices()[:1]
 
 
-def test_remove_cleans_an_interrupted_wireguard_apply(
-    bed: Callable[..., tuple[Underlay, Node, Node]], two_pods: tuple[Pod, Pod]
-) -> None:
+def test_remove_cleans_an_interrupted_wireguard_apply(bed: Bed, two_pods: tuple[Pod, Pod]) -> None:
     """A worker killed after starting wireguard-go (its TUN still in the node namespace): the
     plan is all the sweep gets, and it is enough."""
     u, a, _ = bed()
@@ -274,7 +211,7 @@ def test_remove_cleans_an_interrupted_wireguard_apply(
 
 @pytest.mark.parametrize("mech", ["VXLAN", "WIREGUARD"])
 def test_apply_over_leftovers_of_the_same_id(
-    bed: Callable[..., tuple[Underlay, Node, Node]], two_pods: tuple[Pod, Pod], mech: str
+    bed: Bed, two_pods: tuple[Pod, Pod], mech: str
 ) -> None:
     """The applied record was lost (a crash): applying the plan again replaces what is there."""
     u, a, b = bed()
@@ -292,9 +229,7 @@ def test_apply_over_leftovers_of_the_same_id(
     assert client.links() == [] and no_daemons(a)
 
 
-def test_vxlan_vni_in_use_on_the_node(
-    bed: Callable[..., tuple[Underlay, Node, Node]], pods: Pods
-) -> None:
+def test_vxlan_vni_in_use_on_the_node(bed: Bed, pods: Pods) -> None:
     u, a, _ = bed()
     client1, client2 = pods.make(), pods.make()
     first = remote_pair("vni1", client1, pods.make(), u.a_ip, u.b_ip, vni=7)
@@ -305,9 +240,7 @@ def test_vxlan_vni_in_use_on_the_node(
     assert client1.links() == ["nsm0"] and client2.links() == []
 
 
-def test_foreign_interface_in_the_pod_is_refused(
-    bed: Callable[..., tuple[Underlay, Node, Node]], two_pods: tuple[Pod, Pod]
-) -> None:
+def test_foreign_interface_in_the_pod_is_refused(bed: Bed, two_pods: tuple[Pod, Pod]) -> None:
     u, a, _ = bed()
     client, endpoint = two_pods
     client.ip("link", "add", "nsm0", "type", "veth", "peer", "name", "other0")
@@ -318,9 +251,7 @@ def test_foreign_interface_in_the_pod_is_refused(
     assert no_daemons(a)
 
 
-def test_sweep_of_an_orphan_tunnel_stops_its_daemon(
-    bed: Callable[..., tuple[Underlay, Node, Node]], two_pods: tuple[Pod, Pod]
-) -> None:
+def test_sweep_of_an_orphan_tunnel_stops_its_daemon(bed: Bed, two_pods: tuple[Pod, Pod]) -> None:
     u, a, _ = bed()
     client, _endpoint = two_pods
     pair = remote_pair("orphan", client, _endpoint, u.a_ip, u.b_ip, "WIREGUARD")
@@ -331,7 +262,7 @@ def test_sweep_of_an_orphan_tunnel_stops_its_daemon(
     assert client.links() == [] and no_daemons(a) and not sockets_of(a)
 
 
-def test_unknown_remote_kind_is_refused(bed: Callable[..., tuple[Underlay, Node, Node]]) -> None:
+def test_unknown_remote_kind_is_refused(bed: Bed) -> None:
     _, a, _ = bed()
     with pytest.raises(ForwarderError, match="cannot apply a plan of kind 'gre'"):
         a.call("apply", {"id": "x", "kind": "gre"})

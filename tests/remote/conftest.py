@@ -99,6 +99,8 @@ def two_nodes_factory(bg_loop: BackgroundLoop, pods: Pods) -> Iterator[Callable[
     made: list[TwoNodes] = []
 
     def make(v6: bool = False, **env: str) -> TwoNodes:
+        """``env``: of both forwarders; WireGuard is wireguard-go unless it says otherwise."""
+        env.setdefault("NSM_FORWARDER_WIREGUARD_BACKEND", "userspace")
         u = make_underlay(v6)
         bed = TwoNodes(
             u,

@@ -9,11 +9,12 @@ import os
 import re
 import shutil
 import signal
+from collections.abc import Callable
 
 import grpc
 import pytest
 
-from nsm_forwarder.drivers.kernel import wireguard
+from nsm_forwarder.drivers.kernel import wgkernel, wireguard
 from nsm_forwarder.proto import crossconnect_pb2
 from tests.conftest import Node, needs_root
 from tests.helpers import (
@@ -29,6 +30,11 @@ from tests.remote.conftest import TwoNodes
 pytestmark = needs_root
 needs_wireguard_go = pytest.mark.skipif(
     shutil.which("wireguard-go") is None, reason="needs wireguard-go (apt: wireguard-go)"
+)
+NO_KERNEL_WIREGUARD = wgkernel.unavailable() if os.geteuid() == 0 else "needs root"
+needs_kernel_wireguard = pytest.mark.skipif(
+    NO_KERNEL_WIREGUARD is not None,
+    reason=f"{NO_KERNEL_WIREGUARD}; tests/vm/test_vm.py runs this in a VM whose kernel has it",
 )
 NODE_LINKS = ["lo", "ul0"]
 
@@ -267,21 +273,65 @@ def test_remote_bad_parameters_are_rejected_and_leave_nothing(two_nodes: TwoNode
     assert_nothing_left(bed, client, endpoint)
 
 
-def test_startup_refused_when_no_interface_carries_src_ip(
-    bg_loop: BackgroundLoop,
+@pytest.mark.parametrize(
+    ("src_ip", "backend", "error"),
+    [
+        ("10.255.255.1", "auto", r"no interface carries NSM_FORWARDER_SRC_IP 10\.255\.255\.1$"),
+        (
+            None,
+            "kernel",
+            r"the kernel driver cannot work here: "
+            r"wireguard_backend is kernel, but the kernel has no WireGuard module$",
+        ),
+    ],
+    ids=["src_ip_nowhere", "no_kernel_wireguard"],
+)
+def test_startup_refused_with_one_clear_line(
+    bg_loop: BackgroundLoop, src_ip: str | None, backend: str, error: str
 ) -> None:
+    if backend == "kernel" and wgkernel.unavailable() is None:
+        pytest.skip("this kernel has WireGuard")
     underlay = make_underlay()
-    node = Node(bg_loop, netns=underlay.a, NSM_FORWARDER_SRC_IP="10.255.255.1")
+    node = Node(
+        bg_loop,
+        netns=underlay.a,
+        NSM_FORWARDER_SRC_IP=src_ip or underlay.a_ip,
+        NSM_FORWARDER_WIREGUARD_BACKEND=backend,
+    )
     try:
         with pytest.raises(AssertionError, match="forwarder exited at start"):
             node.forwarder.start()
         assert node.forwarder.proc is not None and node.forwarder.proc.returncode != 0
         errors = [line for line in node.forwarder.log().splitlines() if " ERROR " in line]
         assert len(errors) == 1, errors
-        assert re.search(r"no interface carries NSM_FORWARDER_SRC_IP 10\.255\.255\.1$", errors[0])
+        assert re.search(error, errors[0]), errors[0]
     finally:
         node.close()
         underlay.delete()
+
+
+@needs_kernel_wireguard
+def test_remote_wireguard_through_the_kernel_module(
+    two_nodes_factory: Callable[..., TwoNodes],
+) -> None:
+    """Forwarders left to choose (``auto``) take the kernel module: WIREGUARD is offered, the
+    tunnel is a kernel device in each pod, pings pass, and Close leaves nothing, with no
+    wireguard-go anywhere. (Runs in the VM of tests/vm; skips on kernels without WireGuard.)"""
+    bed = two_nodes_factory(NSM_FORWARDER_WIREGUARD_BACKEND="auto")
+    for node, ip in ((bed.a, bed.a_ip), (bed.b, bed.b_ip)):
+        assert advertised(node) == [(m, {"src_ip": ip}) for m in ("VXLAN", "WIREGUARD")]
+        assert "remote VXLAN, WIREGUARD (WireGuard: kernel)" in node.forwarder.log()
+    client, endpoint = bed.pod(), bed.pod()
+    pair = remote_pair("kwg", client, endpoint, bed.a_ip, bed.b_ip, "WIREGUARD")
+    assert request(bed.a, pair.outgoing) == pair.outgoing
+    assert request(bed.b, pair.incoming) == pair.incoming
+    for pod in (client, endpoint):
+        assert pod.links() == ["nsm0"] and " wireguard " in pod.ip("-d", "link", "show", "nsm0")
+    assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
+    assert bed.daemons() == {}
+    close(bed.a, pair.outgoing)
+    close(bed.b, pair.incoming)
+    assert_nothing_left(bed, client, endpoint)
 
 
 def route(prefix: str) -> object:
