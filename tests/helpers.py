@@ -38,6 +38,11 @@ def unique(prefix: str) -> str:
     return f"{prefix}{os.getpid() % 10000}x{next(_counter)}"
 
 
+#: Stretches every wait_until timeout and ping's wait for a reply. The tests run inside the
+#: software-emulated VM of tests/vm set it, as everything there is tens of times slower.
+TIME_FACTOR = float(os.environ.get("NSM_TEST_TIME_FACTOR", "1"))
+
+
 def sh(*cmd: str, check: bool = True) -> str:
     done = subprocess.run(cmd, capture_output=True, text=True)
     if check and done.returncode != 0:
@@ -72,7 +77,7 @@ class Pod:
                 "-i",
                 "0.2",
                 "-W",
-                "1",
+                f"{TIME_FACTOR:g}",  # seconds to wait for the last reply
                 ip,
             ],
             capture_output=True,
@@ -115,11 +120,6 @@ class BackgroundLoop:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-#: Multiplies every wait_until timeout: the tests run inside a software-emulated VM (tests/vm)
-#: set it, as everything there is tens of times slower.
-TIME_FACTOR = float(os.environ.get("NSM_TEST_TIME_FACTOR", "1"))
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10, what: str = "") -> None:

@@ -4,11 +4,12 @@
 has the ``wireguard`` module) under software emulation - this machine's ``/dev/kvm`` does not run
 guests - with a tiny initramfs of our own and no disk image:
 
-1. busybox (``busybox-static``) loads the virtio and 9p modules and mounts the *host's* root file
-   system read-only over virtio-9p, so the guest runs this very checkout, venv and tools
-   (iproute2, ping, wireguard-go, wg);
-2. it mounts fresh proc, sys, dev and tmpfs ``/run``, ``/tmp`` and ``/dev/shm`` over it, and a
-   second, writable 9p share (a directory of the caller's) at ``/run/out``;
+1. busybox (``busybox-static``) loads the virtio, 9p and overlay modules and mounts the *host's*
+   root file system read-only over virtio-9p, under an overlay whose upper layer is guest RAM:
+   the guest runs this very checkout, venv and tools (iproute2, ping, wireguard-go, wg), may
+   write anywhere, and none of it reaches the host;
+2. it mounts fresh proc, sys, dev, ``/run`` and ``/dev/shm`` over that, and a second, writable
+   9p share (a directory of the caller's) at ``/run/out``;
 3. it runs ``/run/out/run.sh`` in a chroot of that root, writes its exit code to
    ``/run/out/rc`` and powers the VM off.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import os
 import shlex
 import shutil
@@ -50,6 +52,7 @@ BOOT_MODULES = (
     "netfs",
     "fscache",
     "9p",
+    "overlay",
 )
 #: modules the guest loads before running the command (the host's modprobe, our module tree)
 GUEST_MODULES = ("wireguard", "veth", "vxlan", "tun")
@@ -60,15 +63,19 @@ $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
 for m in {modules}; do $B insmod /modules/$m.ko || echo "nsm-vm: insmod $m failed"; done
-R=/newroot
 O="-o trans=virtio,version=9p2000.L,msize=512000"
-$B mount -t 9p $O,ro,cache=loose host $R || echo "nsm-vm: cannot mount the host root"
+$B mount -t 9p $O,ro,cache=loose host /host || echo "nsm-vm: cannot mount the host root"
+$B mount -t tmpfs tmpfs /rw
+$B mkdir -p /rw/upper /rw/work
+R=/newroot
+$B mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work $R \
+  || echo "nsm-vm: cannot mount the overlay"
 $B mount -t proc proc $R/proc
 $B mount -t sysfs sys $R/sys
 $B mount -t devtmpfs dev $R/dev
-for d in run tmp; do $B mount -t tmpfs -o mode=1777 tmpfs $R/$d; done
-$B mkdir -p $R/dev/shm && $B mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
-$B mkdir -p $R/run/out
+$B mount -t tmpfs -o mode=755 tmpfs $R/run
+$B mkdir -p $R/dev/shm $R/run/out
+$B mount -t tmpfs -o mode=1777 tmpfs $R/dev/shm
 $B mount -t 9p $O out $R/run/out || echo "nsm-vm: cannot mount the out share"
 echo "nsm-vm: booted in $($B cut -d' ' -f1 /proc/uptime) s"
 $B chroot $R /bin/sh /run/out/run.sh
@@ -91,7 +98,10 @@ class Assets:
 
     @property
     def initrd(self) -> Path:
-        return self.root.parent / "initrd.img"
+        """Named after what goes into it, so a changed init script or module list makes a new
+        one (see :func:`build`) and a stale one is never booted."""
+        digest = hashlib.sha256(f"{INIT}{BOOT_MODULES}".encode()).hexdigest()[:12]
+        return self.root.parent / f"initrd-{digest}.img"
 
     @property
     def ready_marker(self) -> Path:
@@ -166,7 +176,8 @@ def _initramfs(assets: Assets) -> bytes:
     directory, executable, plain = 0o040755, 0o100755, 0o100644
     init = INIT.replace("{modules}", " ".join(BOOT_MODULES)).encode()
     files: list[tuple[str, int, bytes]] = [
-        (d, directory, b"") for d in ("bin", "dev", "proc", "sys", "newroot", "modules")
+        (d, directory, b"")
+        for d in ("bin", "dev", "proc", "sys", "host", "rw", "newroot", "modules")
     ]
     files.append(("bin/busybox", executable, Path(BUSYBOX).read_bytes()))
     files.append(("init", executable, init))
@@ -185,6 +196,10 @@ def build(log: bool = True) -> Assets:
     version = package.removeprefix("linux-image-")
     assets = Assets(version, CACHE_DIR / version / "root")
     if assets.ready_marker.exists():
+        if not assets.initrd.exists():
+            for old in assets.root.parent.glob("initrd-*.img"):
+                old.unlink()
+            assets.initrd.write_bytes(_initramfs(assets))
         return assets
     started = time.monotonic()
     work = assets.root.parent
