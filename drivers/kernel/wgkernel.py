@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -55,9 +56,9 @@ def unavailable() -> str | None:
     return None
 
 
-def create(ipr_node: object, name: str) -> None:
+def create(ipr_node: Any, name: str) -> None:
     """Create device ``name`` in the namespace of ``ipr_node`` (the node's)."""
-    ipr_node.link("add", ifname=name, kind=KIND)  # type: ignore[attr-defined]
+    ipr_node.link("add", ifname=name, kind=KIND)
 
 
 def configure(node_fd: int, name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) -> None:
