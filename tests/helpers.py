@@ -4,6 +4,7 @@ forwarder process (``nsm-forwarder run``) with a gRPC client over its unix socke
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import os
 import re
@@ -337,6 +338,16 @@ def wg_keypair() -> tuple[str, str]:
     if done.returncode != 0:
         raise AssertionError(f"wg pubkey: {done.stderr.strip()}")
     return private, done.stdout.strip()
+
+
+def private_key_forms(params: Any) -> list[str]:
+    """Every form in which a WIREGUARD mechanism's private keys might leak into a log or an
+    error: base64 as given, and the hex of the UAPI (both cases)."""
+    forms = []
+    for key in ("src_private_key", "dst_private_key"):
+        raw = base64.b64decode(params[key])
+        forms += [params[key], raw.hex(), raw.hex().upper()]
+    return forms
 
 
 def wireguard_pids(name_prefix: str = "nsmwg") -> dict[int, str]:

@@ -31,7 +31,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nsm_forwarder.drivers.errors import DriverError
 from nsm_forwarder.drivers.kernel import netns
 from nsm_forwarder.drivers.kernel.shapes import WireguardTunnel
-from nsm_forwarder.drivers.kernel.wireguard import ALLOWED_IPS, KEEPALIVE
+from nsm_forwarder.drivers.kernel.wireguard import ALLOWED_IPS, KEEPALIVE, endpoint
 
 KIND = "wireguard"
 NETLINK_GENERIC = 16
@@ -74,11 +74,8 @@ def configure(node_fd: int, name: str, tunnel: WireguardTunnel, keepalive: int =
         "replace_allowed_ips": True,
         "allowed_ips": list(ALLOWED_IPS),
     }
-    where = f"configure WireGuard device {name} (listen port {tunnel.listen_port}, peer " + (
-        f"[{tunnel.remote_ip}]:{tunnel.remote_port})"
-        if tunnel.remote_ip.version == 6
-        else f"{tunnel.remote_ip}:{tunnel.remote_port})"
-    )
+    peer_at = endpoint(str(tunnel.remote_ip), tunnel.remote_port)
+    where = f"configure WireGuard device {name} (listen port {tunnel.listen_port}, peer {peer_at})"
     try:
         sock = netns.netlink_socket(node_fd, NETLINK_GENERIC)
     except OSError as exc:

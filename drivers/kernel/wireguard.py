@@ -239,7 +239,8 @@ def _hex(key_b64: str) -> str:
     return base64.b64decode(key_b64, validate=True).hex()
 
 
-def _endpoint(ip: str, port: int) -> str:
+def endpoint(ip: str, port: int) -> str:
+    """``ip:port``, the IPv6 address in brackets."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
@@ -282,7 +283,7 @@ def configure(name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) ->
         f"listen_port={tunnel.listen_port}",
         "replace_peers=true",
         f"public_key={_hex(tunnel.peer_public_key)}",
-        f"endpoint={_endpoint(str(tunnel.remote_ip), tunnel.remote_port)}",
+        f"endpoint={endpoint(str(tunnel.remote_ip), tunnel.remote_port)}",
         "replace_allowed_ips=true",
         *(f"allowed_ip={net}" for net in ALLOWED_IPS),
         f"persistent_keepalive_interval={keepalive}",
@@ -295,6 +296,6 @@ def configure(name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) ->
         raise port_in_use(tunnel.listen_port)
     raise DriverError(
         f"configure WireGuard device {name} (listen port {tunnel.listen_port}, peer "
-        f"{_endpoint(str(tunnel.remote_ip), tunnel.remote_port)}): UAPI errno {err} "
+        f"{endpoint(str(tunnel.remote_ip), tunnel.remote_port)}): UAPI errno {err} "
         f"({os.strerror(err)})"
     )

@@ -8,7 +8,6 @@ WireGuard they run directly.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 
@@ -19,7 +18,7 @@ from nsm_forwarder.drivers.kernel import wgkernel
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from tests.drivers.conftest import needs_root
 from tests.drivers.nodes import Bed, Node, no_daemons
-from tests.helpers import Pod, Pods, remote_pair, sh
+from tests.helpers import Pod, Pods, private_key_forms, remote_pair, sh
 
 NO_KERNEL_WIREGUARD = wgkernel.unavailable() if os.geteuid() == 0 else "needs root"
 pytestmark = [
@@ -110,12 +109,9 @@ def test_kernel_listen_port_clash_is_rolled_back_without_showing_a_key(
     assert str(err.value) == "WireGuard listen port 51820 is already in use on this node"
     assert second_pod.links() == [] and a.node_links() == NODE_LINKS
     assert "configure nsmwg" in caplog.text  # the steps were logged ...
-    params = second.outgoing.destination.mechanism.parameters
     seen = " ".join([str(err.value), repr(err.value), str(err.value.to_wire()), caplog.text])
-    for key in ("src_private_key", "dst_private_key"):
-        raw = base64.b64decode(params[key])
-        for form in (params[key], raw.hex(), raw.hex().upper()):
-            assert form not in seen, key  # ... without any key
+    for form in private_key_forms(second.outgoing.destination.mechanism.parameters):
+        assert form not in seen  # ... without any key
     a.call("remove", applied)
     assert_clean(a, first_pod)
 

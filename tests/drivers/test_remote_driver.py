@@ -7,7 +7,6 @@ kernel module is tested in a VM: tests/drivers/test_kernel_wireguard.py, tests/v
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import shutil
@@ -28,7 +27,7 @@ from nsm_forwarder.drivers.kernel.egress import EgressNotFound
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from tests.drivers.conftest import needs_root
 from tests.drivers.nodes import Bed, no_daemons, sockets_of
-from tests.helpers import Pod, Pods, remote_pair
+from tests.helpers import Pod, Pods, private_key_forms, remote_pair
 
 pytestmark = [
     needs_root(),
@@ -182,11 +181,7 @@ def test_wireguard_error_never_shows_a_private_key(
     with pytest.raises(AlreadyExists) as err:
         a.call("apply", plan)
     assert "listen port 51820 is already in use" in str(err.value)
-    params = second.outgoing.destination.mechanism.parameters
-    secrets = []
-    for key in ("src_private_key", "dst_private_key"):
-        raw = base64.b64decode(params[key])
-        secrets += [params[key], raw.hex(), raw.hex().upper()]
+    secrets = private_key_forms(second.outgoing.destination.mechanism.parameters)
     seen = " ".join([str(err.value), repr(err.value), str(err.value.to_wire()), caplog.text])
     assert "configure nsmwg" in caplog.text  # the failing step was logged ...
     assert not [s for s in secrets if s in seen]  # ... without any key
