@@ -1,7 +1,7 @@
 """Registrar: keeps this forwarder registered with nsmd's forwarder registrar.
 
-Accepts:  start() / stop(unregister, timeout) / wait_registered(timeout) / statistics(), all from
-          the main asyncio loop
+Accepts:  start() / stop(unregister, timeout) / wait_registered(timeout) / statistics() /
+          renew(reason) / crashed(), all from the main asyncio loop
 Sends:    RequestForwarderRegistration{forwarder_name, forwarder_socket} and RequestLiveness (read
           only) to nsmd's ForwarderRegistration service; RequestForwarderUnRegistration{name} on
           stop(); every state change to the `on_state` callback
@@ -17,15 +17,15 @@ Failure:  gRPC errors and `registered=false` -> one WARNING line, state RETRYING
           `retry_interval`; any other exception -> logged with traceback, retried the same way;
           the loop only ends through stop(); unregistration errors are logged, never raised
 Owns:     its own gRPC channel to the registrar; nothing else
+The socket and stream plumbing it stands on (dial target, socket probe, stream reading, error
+reasons) is in grpc_io.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,15 +34,15 @@ import grpc
 import grpc.aio
 
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
+from nsm_forwarder.actors.grpc_io import (
+    failure_reason,
+    grpc_address,
+    read_stream,
+    wait_until_accepting,
+)
 from nsm_forwarder.proto import forwarderregistrar_pb2, forwarderregistrar_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-POLL_INTERVAL = 0.1
-"""Seconds between two checks that the registrar socket accepts connections (as upstream)."""
-
-WAIT_LOG_INTERVAL = 60.0
-"""While waiting for the registrar socket, repeat the INFO line at most this often."""
 
 MIN_LIVENESS_DURATION = 1.0
 """A liveness stream that ends sooner than this after registration is treated as a failure and
@@ -117,6 +117,7 @@ class Registrar:
         self._forwarder_socket = forwarder_socket
         self._registrar_socket = registrar_socket
         self._socket_type = registrar_socket_type
+        self._target = grpc_address(registrar_socket_type, registrar_socket)
         self._retry_interval = retry_interval
         self._rpc_timeout = rpc_timeout
         self._on_state = on_state
@@ -167,11 +168,7 @@ class Registrar:
         Raises TimeoutError after `timeout` seconds (None waits forever) and RuntimeError if
         the Registrar is or gets stopped first.
         """
-        registered, stopped = self._events()
-        if self._state is RegistrationState.REGISTERED:
-            return
-        if stopped.is_set():
-            raise RuntimeError("Registrar stopped before registering")
+        registered, stopped = self._events()  # already set ones end the wait at once
         waiters = {
             asyncio.ensure_future(registered.wait()),
             asyncio.ensure_future(stopped.wait()),
@@ -255,7 +252,7 @@ class Registrar:
     async def _unregister(self, timeout: float) -> None:
         request = forwarderregistrar_pb2.ForwarderUnRegistrationRequest(forwarder_name=self._name)
         try:
-            async with grpc.aio.insecure_channel(self._target()) as channel:
+            async with grpc.aio.insecure_channel(self._target) as channel:
                 stub = forwarderregistrar_pb2_grpc.ForwarderUnRegistrationStub(channel)
                 async with asyncio.timeout(timeout):
                     reply = await stub.RequestForwarderUnRegistration(request, timeout=timeout)
@@ -264,7 +261,7 @@ class Registrar:
                 "registrar: unregistration of forwarder %r from %s failed: %s",
                 self._name,
                 self._registrar_socket,
-                _reason(err),
+                failure_reason(err),
             )
             return
         except Exception:
@@ -278,51 +275,13 @@ class Registrar:
         else:
             log.warning("registrar: nsmd answered un_registered=false for forwarder %r", self._name)
 
-    def _target(self) -> str:
-        if self._socket_type == "unix":
-            return "unix://" + os.path.abspath(self._registrar_socket)
-        return self._registrar_socket
-
-    async def _socket_accepts(self) -> bool:
-        """Return whether the registrar socket exists and accepts a connection right now."""
-        writer: asyncio.StreamWriter | None = None
-        try:
-            if self._socket_type == "unix":
-                if not os.path.exists(self._registrar_socket):
-                    return False
-                async with asyncio.timeout(1.0):
-                    _, writer = await asyncio.open_unix_connection(self._registrar_socket)
-            else:
-                host, _, port = self._registrar_socket.rpartition(":")
-                async with asyncio.timeout(1.0):
-                    _, writer = await asyncio.open_connection(
-                        host.strip("[]") or "localhost", int(port)
-                    )
-        except (OSError, TimeoutError, ValueError):
-            return False
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-        return True
-
-    async def _wait_for_socket(self) -> None:
-        if await self._socket_accepts():
-            return
+    def _waiting_for_socket(self) -> None:
         self._set_state(RegistrationState.WAITING_FOR_SOCKET)
-        last_log: float | None = None
-        while not await self._socket_accepts():
-            now = time.monotonic()
-            if last_log is None or now - last_log >= WAIT_LOG_INTERVAL:
-                log.info(
-                    "registrar: waiting for the forwarder registrar socket %s (%s) to accept "
-                    "connections",
-                    self._registrar_socket,
-                    self._socket_type,
-                )
-                last_log = now
-            await asyncio.sleep(POLL_INTERVAL)
+        log.info(
+            "registrar: waiting for the forwarder registrar socket %s (%s) to accept connections",
+            self._registrar_socket,
+            self._socket_type,
+        )
 
     def renew(self, reason: str) -> None:
         """nsmd seems to have forgotten us (it stopped watching our MonitorMechanisms, which it
@@ -352,7 +311,9 @@ class Registrar:
         self._set_state(self._state, force=True)  # report the initial state once
         while True:
             try:
-                await self._wait_for_socket()
+                await wait_until_accepting(
+                    self._registrar_socket, self._socket_type, self._waiting_for_socket
+                )
                 await self._inject("register")
                 liveness_ok = await self._register_and_hold()
             except RegistrarCrashed:
@@ -376,7 +337,7 @@ class Registrar:
         request = forwarderregistrar_pb2.ForwarderRegistrationRequest(
             forwarder_name=self._name, forwarder_socket=self._forwarder_socket
         )
-        async with grpc.aio.insecure_channel(self._target()) as channel:
+        async with grpc.aio.insecure_channel(self._target) as channel:
             stub = forwarderregistrar_pb2_grpc.ForwarderRegistrationStub(channel)
             try:
                 reply = await stub.RequestForwarderRegistration(
@@ -385,15 +346,15 @@ class Registrar:
                 if not reply.registered:
                     raise RegistrationRefused("nsmd answered registered=false")
             except (grpc.aio.AioRpcError, RegistrationRefused) as err:
-                reason = _reason(err)
+                why = failure_reason(err)
                 log.warning(
                     "registrar: registration of forwarder %r at %s failed (%s); retrying in %.1f s",
                     self._name,
                     self._registrar_socket,
-                    reason,
+                    why,
                     self._retry_interval,
                 )
-                self._fail(reason)
+                self._fail(why)
                 return False
 
             self._registrations += 1
@@ -405,15 +366,15 @@ class Registrar:
                 self._forwarder_socket,
             )
             started = time.monotonic()
-            reason = await self._hold_liveness(stub)
-            self._last_error = reason
+            ended = await self._hold_liveness(stub)
+            self._last_error = ended
             lifetime = time.monotonic() - started
             log.warning(
                 "registrar: liveness stream of forwarder %r to %s ended (%s) after %.1f s; "
                 "re-registering",
                 self._name,
                 self._registrar_socket,
-                reason,
+                ended,
                 lifetime,
             )
             if lifetime < MIN_LIVENESS_DURATION:
@@ -425,44 +386,12 @@ class Registrar:
     async def _hold_liveness(
         self, stub: forwarderregistrar_pb2_grpc.ForwarderRegistrationStub
     ) -> str:
-        """Read RequestLiveness until it ends; return why it ended.
-
-        The request side is never written to and never half-closed (nsmd never reads it).
-        Cancellation of the enclosing task interrupts the read at once.
-        """
-        call = stub.RequestLiveness()
+        """Read RequestLiveness (never written to) until it ends or renew(); return why."""
         self._renew = renew = asyncio.Event()
-        renewed = asyncio.ensure_future(renew.wait())
         try:
-            while True:
-                read = asyncio.ensure_future(call.read())
-                try:
-                    await asyncio.wait({read, renewed}, return_when=asyncio.FIRST_COMPLETED)
-                except asyncio.CancelledError:
-                    read.cancel()
-                    raise  # stop(): propagate
-                if not read.done():
-                    read.cancel()
-                    return f"renewing: {self._renew_reason}"
-                if read.cancelled():
-                    return "liveness call cancelled by gRPC"
-                err = read.exception()
-                if isinstance(err, grpc.aio.AioRpcError):
-                    return _reason(err)
-                if err is not None:
-                    raise err
-                if read.result() is grpc.aio.EOF:
-                    return "stream closed by nsmd"
-                await self._inject("liveness")
+            ended = await read_stream(
+                stub.RequestLiveness(), renew, lambda: self._inject("liveness")
+            )
         finally:
             self._renew = None
-            renewed.cancel()
-            call.cancel()
-
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, grpc.aio.AioRpcError):
-        return f"{err.code().name}: {err.details()}"
-    if isinstance(err, TimeoutError):
-        return "timed out"
-    return str(err) or type(err).__name__
+        return f"renewing: {self._renew_reason}" if ended is None else ended

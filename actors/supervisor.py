@@ -1,5 +1,11 @@
 """Supervisor: starts, wires and stops every actor of a running forwarder, in order.
 
+Accepts:  SIGTERM / SIGINT; "restart limit exceeded" from Restarts (any thread); "nsmd stopped
+          watching MonitorMechanisms" from the Frontend (-> Registrar.renew).
+Sends:    XconnUpdated (restored cross-connects) and, to a restarted Monitor, Reload; starts,
+          restarts and stops the actors, the worker pool and the Store; the periodic loops
+          (periodic.py) send ListXconns and MarkDown.
+
 Start-up phases (numbered and timed in the log):
   1 health     HTTP probes (readiness says which of the next steps is missing)
   2 store      open the cross-connect Store in the state dir
@@ -7,11 +13,11 @@ Start-up phases (numbered and timed in the log):
   4 monitor    start the Monitor actor (cross-connect events)
   5 reconcile  make the data plane and the Store agree (see reconcile.py); restore actors
   6 grpc       clean a stale socket, listen on FORWARDER_SOCKET, serve the API + health service
+               (the server: api_server.py)
   7 register   start the Registrar (registration with nsmd runs in the background)
-Then the pod liveness check runs every CROSS_CONNECT_LIVENESS_CHECK_INTERVAL (an end whose pod
-network namespace disappeared is marked DOWN: an UPDATE event; nsmd closes or heals on it), and
-interface counters are read every METRICS_COLLECTOR_REQUEST_PERIOD for /metrics (and sent to
-nsmd as metrics events when METRICS_COLLECTOR_ENABLED).
+Then the loops of periodic.py run: the pod liveness check every
+CROSS_CONNECT_LIVENESS_CHECK_INTERVAL, interface counters every METRICS_COLLECTOR_REQUEST_PERIOD
+for /metrics (and nsmd's metrics events when METRICS_COLLECTOR_ENABLED), and the watchdog.
 Shutdown (SIGTERM / SIGINT), in reverse: unregister from nsmd, stop serving (monitor streams
 end), remove the socket, stop actors, stop workers, close the Store, stop probes; exit code 0.
 
@@ -34,19 +40,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import sqlite3
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
-import pykka
-from grpc_health.v1 import health as grpc_health
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from nsm_forwarder.actors.api_server import ApiServer, ListenError
 from nsm_forwarder.actors.connection import planner
 from nsm_forwarder.actors.faults import Injector
 from nsm_forwarder.actors.frontend import (
@@ -57,35 +57,24 @@ from nsm_forwarder.actors.frontend import (
     mechanism_update,
 )
 from nsm_forwarder.actors.health import Health
-from nsm_forwarder.actors.messages import ListXconns, MarkDown, Reload, XconnUpdated
+from nsm_forwarder.actors.messages import ListXconns, Reload, XconnUpdated
 from nsm_forwarder.actors.metrics import Metrics
 from nsm_forwarder.actors.monitor import MonitorActor
+from nsm_forwarder.actors.periodic import check_pods, every, monitor_trouble
 from nsm_forwarder.actors.reconcile import reconcile
 from nsm_forwarder.actors.registrar import Registrar
 from nsm_forwarder.actors.restarts import Restarts
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.store import Store
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.actors.xcons import local_ends
 from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.config.settings import Settings
 from nsm_forwarder.drivers.errors import ForwarderError
-from nsm_forwarder.drivers.kernel.netns import all_namespaces
+from nsm_forwarder.drivers.linux.netns import all_namespaces
 from nsm_forwarder.drivers.plan import DEFAULT_EGRESS_MTU
-from nsm_forwarder.proto import (
-    connection_pb2,
-    crossconnect_pb2,
-    crossconnect_pb2_grpc,
-    forwarder_pb2_grpc,
-)
 
 log = logging.getLogger("nsm_forwarder.supervisor")
 
-SERVICES = (
-    "forwarder.Forwarder",
-    "forwarder.MechanismsMonitor",
-    "crossconnect.MonitorCrossConnect",
-)
 #: Actors whose message handling the fault plan can wrap in this process (workers: worker.py).
 FAULT_TARGETS = ("frontend", "registrar", "monitor", "connection")
 PHASES = ("health", "store", "workers", "monitor", "reconcile", "grpc", "register")
@@ -93,24 +82,6 @@ PHASES = ("health", "store", "workers", "monitor", "reconcile", "grpc", "registe
 
 class StartupError(Exception):
     """A start-up phase failed; the message says which and why."""
-
-
-def grpc_address(socket_type: str, address: str) -> str:
-    if socket_type == "unix":
-        return "unix://" + os.path.abspath(address)
-    return address
-
-
-def clean_socket(path: str) -> None:
-    """Remove a stale unix socket at ``path``; refuse to remove anything else."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return
-    if not stat.S_ISSOCK(st.st_mode):
-        raise StartupError(f"FORWARDER_SOCKET {path} exists and is not a socket; not removing it")
-    os.unlink(path)
 
 
 class Supervisor:
@@ -137,15 +108,12 @@ class Supervisor:
         self.pool: WorkerPool | None = None
         self.monitor = Link("monitor")
         self.connections: Connections | None = None
-        self.server: grpc.aio.Server | None = None
-        self.grpc_health: Any = None
+        self.api = ApiServer(settings.socket_type, settings.socket)
         self.metrics = Metrics(settings.metrics_enabled, self.restarts)
         self.health = Health(settings.health_host, settings.health_port, self.metrics.render)
         self.registrar: Registrar | None = None
         self.store: Store | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._socket_path: str | None = None
-        self._last_monitor_seq = 0
 
     # --- start-up -----------------------------------------------------------------------------
 
@@ -183,11 +151,7 @@ class Supervisor:
         )
         for number, (name, step) in enumerate(zip(PHASES, steps, strict=True), 1):
             await self._phase(number, name, step())
-        self._loops = [
-            asyncio.create_task(self._watch_pods(), name="pod-liveness"),
-            asyncio.create_task(self._collect_metrics(), name="metrics"),
-            asyncio.create_task(self._watchdog(), name="watchdog"),
-        ]
+        self._start_loops()
         log.info("startup completed in %.0f ms", (time.monotonic() - self.started) * 1000)
 
     async def _open_store(self) -> None:
@@ -233,10 +197,13 @@ class Supervisor:
 
     async def _start_monitor(self) -> None:
         self.xcon_monitor = CrossConnectMonitorService(self.stopping, self.faults["frontend"])
-        self.monitor.ref = MonitorActor.start(
-            self.xcon_monitor.deliver, faults=self.faults["monitor"]
-        )
+        self._spawn_monitor(first_seq=0)
         self.xcon_monitor.attach(self.monitor)
+
+    def _spawn_monitor(self, first_seq: int) -> None:
+        self.monitor.ref = MonitorActor.start(
+            self.xcon_monitor.deliver, first_seq, faults=self.faults["monitor"]
+        )
 
     async def _reconcile(self) -> None:
         assert self.pool is not None and self.store is not None
@@ -268,32 +235,19 @@ class Supervisor:
         assert self.pool is not None and self.connections is not None
         caps = self.pool.capabilities
         frontend = self.faults["frontend"]
-        server = grpc.aio.server()
-        forwarder_pb2_grpc.add_ForwarderServicer_to_server(
-            ForwarderService(self.connections, self.metrics, frontend), server
-        )
         update = mechanism_update(tuple(caps["local"]), tuple(caps["remote"]), str(s.src_ip))
-        forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(
-            MechanismsService(update, self.stopping, frontend, self._unwatched), server
-        )
-        crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(self.xcon_monitor, server)
-        self.grpc_health = grpc_health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, server)
-        if s.socket_type == "unix":
-            clean_socket(s.socket)
-            self._socket_path = os.path.abspath(s.socket)
-        address = grpc_address(s.socket_type, s.socket)
         try:
-            server.add_insecure_port(address)
-        except RuntimeError as exc:
-            raise StartupError(f"cannot listen on {address}: {exc}") from None
+            self.api.listen(
+                ForwarderService(self.connections, self.metrics, frontend),
+                MechanismsService(update, self.stopping, frontend, self._unwatched),
+                self.xcon_monitor,
+            )
+        except ListenError as exc:
+            raise StartupError(str(exc)) from None
         self.health.set_goal("socket_listening")
-        await server.start()
-        self.server = server
-        for name in ("", *SERVICES):
-            await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        await self.api.serve()
         self.health.set_goal("serving")
-        log.info("serving the forwarder API on %s", address)
+        log.info("serving the forwarder API on %s", self.api.address)
         log.info("CrossConnect - Serve starting...")  # upstream's line; its tests wait for it
 
     def _unwatched(self) -> None:
@@ -315,7 +269,7 @@ class Supervisor:
         s = self.settings
         self.registrar = Registrar(
             name=s.name,
-            forwarder_socket=self._socket_path or s.socket,
+            forwarder_socket=self.api.socket_path or s.socket,
             registrar_socket=s.registrar_socket,
             registrar_socket_type=s.registrar_socket_type,
             retry_interval=s.reregister_interval.total_seconds(),
@@ -329,61 +283,29 @@ class Supervisor:
 
     # --- periodic work ------------------------------------------------------------------------
 
-    async def _every(
-        self, interval: float, what: str, action: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Run ``action`` every ``interval`` seconds until shutdown; errors are logged."""
-        while not self.stopping.is_set():
-            try:
-                async with asyncio.timeout(interval):
-                    await self.stopping.wait()
-                return
-            except TimeoutError:
-                pass
-            try:
-                await action()
-            except Exception:
-                log.exception("%s failed; trying again next interval", what)
-
-    async def _watch_pods(self) -> None:
-        """Every liveness interval: mark DOWN the ends whose pod namespace disappeared."""
-        interval = self.settings.liveness_interval.total_seconds()
-        await self._every(interval, "pod liveness check", self._check_pods)
-
-    async def _check_pods(self) -> None:
-        assert self.connections is not None
-        async with asyncio.timeout(self.MONITOR_TIMEOUT):
-            xcons = await self.monitor.ask(ListXconns())
-        if not xcons:
-            return
-        live = set(await asyncio.to_thread(all_namespaces))
-        for data in xcons:
-            xcon = crossconnect_pb2.CrossConnect.FromString(data)
-            gone = [
-                side
-                for side, inode in local_ends(data)
-                if inode not in live and getattr(xcon, side).state == connection_pb2.UP
-            ]
-            if gone:
-                await self.connections.ask(xcon.id, MarkDown(sides=gone))
-
-    async def _collect_metrics(self) -> None:
-        """Every metrics period: interface counters for /metrics (and events if enabled)."""
+    def _start_loops(self) -> None:
+        s, connections = self.settings, self.connections
+        assert connections is not None
         self.metrics.pool = self.pool
         self.metrics.monitor = self.monitor
-        interval = self.settings.metrics_period.total_seconds()
-        await self._every(interval, "metrics collection", self.metrics.poll)
 
-    async def _watchdog(self) -> None:
-        """Restart the Monitor or the Registrar when it died or stopped answering."""
-        await self._every(self.WATCHDOG_INTERVAL, "watchdog", self._check_actors)
+        async def pods() -> None:
+            await check_pods(self.monitor, connections, self.MONITOR_TIMEOUT)
+
+        loops: list[tuple[str, float, Callable[[], Awaitable[None]]]] = [
+            ("pod liveness check", s.liveness_interval.total_seconds(), pods),
+            ("metrics collection", s.metrics_period.total_seconds(), self.metrics.poll),
+            ("watchdog", self.WATCHDOG_INTERVAL, self._check_actors),
+        ]
+        self._loops = [
+            asyncio.create_task(every(self.stopping, interval, what, action), name=what)
+            for what, interval, action in loops
+        ]
 
     async def _check_actors(self) -> None:
-        try:
-            async with asyncio.timeout(self.MONITOR_TIMEOUT):
-                await self.monitor.ask(ListXconns())
-        except (pykka.ActorDeadError, TimeoutError) as exc:
-            why = "stopped answering" if isinstance(exc, TimeoutError) else "died"
+        """The watchdog: restart the Monitor or the Registrar when it died or stopped answering."""
+        why = await monitor_trouble(self.monitor, self.MONITOR_TIMEOUT)
+        if why is not None:
             await self._restart_monitor(why)
         registrar = self.registrar
         if registrar is not None and registrar.crashed() is not None:
@@ -398,10 +320,7 @@ class Supervisor:
         log.warning("the monitor %s; restarting it from the Store", why)
         self.restarts.record("monitor")
         old = self.monitor.ref
-        first_seq = self.xcon_monitor.last_seq + 1_000_000  # above anything the old one sends
-        self.monitor.ref = MonitorActor.start(
-            self.xcon_monitor.deliver, first_seq, faults=self.faults["monitor"]
-        )
+        self._spawn_monitor(self.xcon_monitor.last_seq + 1_000_000)  # above all the old one sends
         if old is not None:
             old.stop(block=False)
         rows = await asyncio.to_thread(self.store.load)
@@ -446,13 +365,9 @@ class Supervisor:
         if self.registrar is not None:
             await self.registrar.stop(unregister=True)
             log.info("shutdown 1/5: registration withdrawn")
-        if self.server is not None:
-            if self.grpc_health is not None:
-                await self.grpc_health.enter_graceful_shutdown()
-            await self.server.stop(grace=1.0)
+        if await self.api.stop():
             log.info("shutdown 2/5: stopped serving")
-        if self._socket_path and os.path.exists(self._socket_path):
-            os.unlink(self._socket_path)
+        self.api.remove_socket()
         log.info("shutdown 3/5: socket removed")
         if self.connections is not None:
             self.connections.stop()

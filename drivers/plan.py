@@ -26,18 +26,43 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import posixpath
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from nsm_forwarder.drivers.errors import InvalidRequest
+from nsm_forwarder.drivers.shapes import (
+    IFNAMSIZ,
+    KERNEL_INTERFACE,
+    MAC_RE,
+    MAX_VNI,
+    MEMIF,
+    endpoint,
+)
 from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
 
-KERNEL_INTERFACE = "KERNEL_INTERFACE"
 VXLAN = "VXLAN"
 WIREGUARD = "WIREGUARD"
-#: Mechanism types this forwarder can build, by class.
-LOCAL_MECHANISMS = (KERNEL_INTERFACE,)
-REMOTE_MECHANISMS = (VXLAN, WIREGUARD)
+#: Where nsmd keeps the workspaces (NSM_BASEDIR's default); memif sockets live under it.
+DEFAULT_BASE_DIR = "/var/lib/networkservicemesh"
+#: sun_path of a unix socket holds this many bytes, the terminating NUL included.
+UNIX_PATH_MAX = 108
+
+
+@dataclass(frozen=True)
+class Offer:
+    """What the running driver builds: the mechanism types it offers (by class), and where
+    memif sockets live (``NSM_BASEDIR``)."""
+
+    driver: str = "kernel"
+    local: tuple[str, ...] = (KERNEL_INTERFACE,)
+    remote: tuple[str, ...] = (VXLAN, WIREGUARD)
+    base_dir: str = DEFAULT_BASE_DIR
+
+
+#: The kernel driver's offer (the default of :func:`plan_from_xcon`).
+KERNEL_OFFER = Offer()
 #: Plan kind of each remote mechanism.
 REMOTE_KINDS = {VXLAN: "vxlan", WIREGUARD: "wireguard"}
 
@@ -48,23 +73,24 @@ OVERHEAD = {"vxlan": {4: 50, 6: 70}, "wireguard": {4: 60, 6: 80}}
 DEFAULT_EGRESS_MTU = 1500
 MIN_MTU = 68
 MAX_MTU = 65535
-MAX_VNI = 2**24 - 1
-
-IFNAMSIZ = 16
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 _DECIMAL = re.compile(r"^[0-9]+$")
 
 Plan = dict[str, Any]
 
 
 def plan_from_xcon(
-    xcon: crossconnect_pb2.CrossConnect, *, mtu: int, egress_mtu: int = DEFAULT_EGRESS_MTU
+    xcon: crossconnect_pb2.CrossConnect,
+    *,
+    mtu: int,
+    egress_mtu: int = DEFAULT_EGRESS_MTU,
+    offer: Offer = KERNEL_OFFER,
 ) -> Plan:
     """Validate ``xcon`` and build the driver plan for it (see module docstring).
 
     ``mtu`` is the MTU of local veth pairs (config ``mtu``); a remote plan's MTU is instead
     ``egress_mtu`` (the MTU of the interface carrying ``NSM_FORWARDER_SRC_IP``, as found by the
-    driver's ``init``) minus the encapsulation overhead.
+    driver's ``init``) minus the encapsulation overhead. ``offer``: the mechanisms the driver
+    builds; anything else is refused.
     """
     if not xcon.id:
         raise InvalidRequest("id: must not be empty")
@@ -81,25 +107,34 @@ def plan_from_xcon(
             "one end of a cross-connect must be on this node"
         )
     if is_remote(src) or is_remote(dst):
-        return _remote_plan(xcon, egress_mtu)
+        return _remote_plan(xcon, egress_mtu, offer)
     ctx = _ip_context(src, dst)
     src_addr = _cidr("source.context.ip_context.src_ip_addr", ctx.src_ip_addr) if ctx else ""
     dst_addr = _cidr("destination.context.ip_context.dst_ip_addr", ctx.dst_ip_addr) if ctx else ""
     src_gw = src_addr.split("/")[0] if src_addr else ""
     dst_gw = dst_addr.split("/")[0] if dst_addr else ""
-    plan_src = _end("source", src)
-    plan_dst = _end("destination", dst)
-    if plan_src["inode"] == plan_dst["inode"] and plan_src["name"] == plan_dst["name"]:
+    plan_src = _end("source", src, offer)
+    plan_dst = _end("destination", dst, offer)
+    if MEMIF in (plan_src.get("mechanism"), plan_dst.get("mechanism")):
+        if plan_src.get("mechanism") == plan_dst.get("mechanism") == MEMIF:
+            if plan_src["socket"] == plan_dst["socket"]:
+                raise InvalidRequest(
+                    "mechanism.parameters.socketfile: both MEMIF ends name the same socket "
+                    f"{plan_src['socket']!r}"
+                )
+    elif plan_src["inode"] == plan_dst["inode"] and plan_src["name"] == plan_dst["name"]:
         raise InvalidRequest(
             "mechanism.parameters.name: both ends are in the same network namespace "
             f"and ask for the same interface name {plan_src['name']!r}"
         )
-    plan_src["addr"] = src_addr
-    plan_dst["addr"] = dst_addr
-    if ctx is not None:
-        plan_src["routes"] = _routes("dst_routes", ctx.dst_routes, src_addr, dst_gw)
-        plan_dst["routes"] = _routes("src_routes", ctx.src_routes, dst_addr, src_gw)
-        plan_src["neighbors"] = _neighbors(ctx.ip_neighbors)
+    src_routes = _routes("src_routes", ctx.src_routes, dst_addr, src_gw) if ctx else []
+    dst_routes = _routes("dst_routes", ctx.dst_routes, src_addr, dst_gw) if ctx else []
+    neighbors = _neighbors(ctx.ip_neighbors) if ctx else []
+    # a MEMIF end is configured by its pod (the forwarder never terminates one)
+    if plan_src.get("mechanism") != MEMIF:
+        plan_src.update(addr=src_addr, routes=dst_routes, neighbors=neighbors)
+    if plan_dst.get("mechanism") != MEMIF:
+        plan_dst.update(addr=dst_addr, routes=src_routes)
     return {"id": xcon.id, "kind": "local", "mtu": mtu, "src": plan_src, "dst": plan_dst}
 
 
@@ -113,7 +148,7 @@ def _ip_context(*conns: connection_pb2.Connection) -> Any:
     return ctxs[0] if ctxs else None
 
 
-def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int) -> Plan:
+def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int, offer: Offer) -> Plan:
     """The plan of a cross-connect with exactly one end on this node (spec §5.3).
 
     Plan format (see :mod:`nsm_forwarder.drivers.base`)::
@@ -135,11 +170,11 @@ def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int) -> Plan:
         local_field, remote_field = "destination", "source"
         local, remote = xcon.destination, xcon.source
     mech = remote.mechanism
-    if mech.type not in REMOTE_MECHANISMS:
+    if mech.type not in offer.remote:
         raise InvalidRequest(
             f"{remote_field}.mechanism.type: {mech.type!r} is not supported for the remote end "
-            f"(its path has more than one segment) by the kernel driver "
-            f"(remote: {', '.join(REMOTE_MECHANISMS)})"
+            f"(its path has more than one segment) by the {offer.driver} driver "
+            f"(remote: {', '.join(offer.remote)})"
         )
     kind = REMOTE_KINDS[mech.type]
     where = f"{remote_field}.mechanism.parameters"
@@ -173,9 +208,9 @@ def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int) -> Plan:
             ),
         )
 
-    end = _end(local_field, local)
+    end = _end(local_field, local, offer)
     ctx = _ip_context(local, remote)
-    if ctx is not None:
+    if ctx is not None and end.get("mechanism") != MEMIF:
         src_addr = _cidr(f"{local_field}.context.ip_context.src_ip_addr", ctx.src_ip_addr)
         dst_addr = _cidr(f"{local_field}.context.ip_context.dst_ip_addr", ctx.dst_ip_addr)
         if outgoing:  # the client's end: src address, dst_routes via the endpoint's address
@@ -210,19 +245,20 @@ def describe(plan: Plan) -> str:
     Never includes a key."""
     kind = plan.get("kind")
     if kind == "local":
-        src, dst = plan["src"], plan["dst"]
-        return f"{kind} {src['name']}@{src['inode']} <-> {dst['name']}@{dst['inode']}"
+        return f"{kind} {_where(plan['src'])} <-> {_where(plan['dst'])}"
     end, tunnel = plan["local"], plan["tunnel"]
-    head = f"{kind} {plan['direction']} {end['name']}@{end['inode']}"
+    head = f"{kind} {plan['direction']} {_where(end)}"
     if kind == "vxlan":
         return f"{head} vni {tunnel['vni']} {tunnel['local_ip']} -> {tunnel['remote_ip']}"
-    local = _endpoint(tunnel["local_ip"], tunnel["listen_port"])
-    remote = _endpoint(tunnel["remote_ip"], tunnel["remote_port"])
+    local = endpoint(tunnel["local_ip"], tunnel["listen_port"])
+    remote = endpoint(tunnel["remote_ip"], tunnel["remote_port"])
     return f"{head} {local} -> {remote}"
 
 
-def _endpoint(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+def _where(end: dict[str, Any]) -> str:
+    if end.get("mechanism") == MEMIF:
+        return f"memif:{end['socket']}"
+    return f"{end['name']}@{end['inode']}"
 
 
 def is_remote(conn: connection_pb2.Connection) -> bool:
@@ -243,14 +279,25 @@ def _check_connection(side: str, conn: connection_pb2.Connection) -> None:
         raise InvalidRequest(f"{side}.mechanism: must be set")
 
 
-def _end(side: str, conn: connection_pb2.Connection) -> dict[str, Any]:
+def _end(side: str, conn: connection_pb2.Connection, offer: Offer) -> dict[str, Any]:
     mech = conn.mechanism
-    if mech.type not in LOCAL_MECHANISMS:
+    if mech.type not in offer.local:
         raise InvalidRequest(
-            f"{side}.mechanism.type: {mech.type!r} is not supported by the kernel driver "
-            f"(local: {', '.join(LOCAL_MECHANISMS)})"
+            f"{side}.mechanism.type: {mech.type!r} is not supported by the {offer.driver} "
+            f"driver (local: {', '.join(offer.local)})"
         )
     params = mech.parameters
+    if mech.type == MEMIF:
+        inode_text = params.get("netnsInode", "")
+        return {
+            "mechanism": MEMIF,
+            "inode": int(inode_text) if inode_text.isdigit() else 0,
+            "socket": _memif_socket(side, params, offer.base_dir),
+            "name": "",
+            "addr": "",
+            "routes": [],
+            "neighbors": [],
+        }
     name = params.get("name", "")
     check_ifname(f"{side}.mechanism.parameters.name", name)
     inode_text = params.get("netnsInode", "")
@@ -259,7 +306,42 @@ def _end(side: str, conn: connection_pb2.Connection) -> dict[str, Any]:
             f"{side}.mechanism.parameters.netnsInode: must be a decimal inode number, "
             f"got {inode_text!r}"
         )
-    return {"inode": int(inode_text), "name": name, "addr": "", "routes": [], "neighbors": []}
+    # a kernel end carries no "mechanism" key: plans written before MEMIF existed look the same
+    return {
+        "inode": int(inode_text),
+        "name": name,
+        "addr": "",
+        "routes": [],
+        "neighbors": [],
+    }
+
+
+def _memif_socket(side: str, params: Any, base_dir: str) -> str:
+    """``<base_dir>/<workspace>/<socketfile>`` (spec §6.3), which must stay inside the
+    workspace and fit in a unix socket address."""
+    where = f"{side}.mechanism.parameters"
+    workspace = params.get("workspace", "")
+    socketfile = params.get("socketfile", "")
+    if not workspace or "/" in workspace or workspace in (".", "..") or "\0" in workspace:
+        raise InvalidRequest(f"{where}.workspace: must be one directory name, got {workspace!r}")
+    parts = socketfile.split("/")
+    if (
+        not socketfile
+        or socketfile.startswith("/")
+        or "\0" in socketfile
+        or any(p in ("", ".", "..") for p in parts)
+    ):
+        raise InvalidRequest(
+            f"{where}.socketfile: must be a relative path inside the workspace "
+            f"(e.g. 'nsm0/memif.sock'), got {socketfile!r}"
+        )
+    path = posixpath.join(base_dir, workspace, socketfile)
+    if len(path.encode()) >= UNIX_PATH_MAX:
+        raise InvalidRequest(
+            f"{where}.socketfile: the socket path {path!r} is longer than a unix socket "
+            f"address allows ({UNIX_PATH_MAX - 1} bytes)"
+        )
+    return path
 
 
 def check_ifname(field: str, name: str) -> None:
@@ -360,7 +442,7 @@ def _neighbors(neighbors: Any) -> list[dict[str, str]]:
             ip = str(ipaddress.ip_address(n.ip))
         except ValueError:
             raise InvalidRequest(f"{name}.ip: {n.ip!r} is not an IP address") from None
-        if not _MAC.match(n.hardware_address):
+        if not MAC_RE.match(n.hardware_address):
             raise InvalidRequest(
                 f"{name}.hardware_address: {n.hardware_address!r} is not a MAC address"
             )

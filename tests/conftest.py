@@ -5,7 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from nsm_forwarder.actors.registrar_server import RegistrarServer
+from nsm_forwarder.tools.registrar_server import RegistrarServer
 from tests.helpers import (
     IS_ROOT,
     BackgroundLoop,

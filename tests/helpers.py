@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from nsm_forwarder.actors.registrar_server import RegistrarServer
 from nsm_forwarder.proto import (
     connection_pb2,
     connectioncontext_pb2,
@@ -28,6 +27,7 @@ from nsm_forwarder.proto import (
     crossconnect_pb2_grpc,
     forwarder_pb2_grpc,
 )
+from nsm_forwarder.tools.registrar_server import RegistrarServer
 
 T = TypeVar("T")
 _counter = itertools.count(1)
@@ -177,7 +177,7 @@ class Forwarder:
         with open(self.log_path, "ab") as log:
             prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
             self.proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "nsm_forwarder.actors.cli", "run", *self.args],
+                [*prefix, sys.executable, "-m", "nsm_forwarder.tools.cli", "run", *self.args],
                 env=env,
                 stdout=log,
                 stderr=log,

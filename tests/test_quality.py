@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CODE = ["actors", "drivers", "config", "proto/generate.py", "tests"]
+#: the hand-written packages, each installed as nsm_forwarder.<name>
+PACKAGES = ("actors", "tools", "drivers", "config")
+CODE = [*PACKAGES, "proto/generate.py", "tests"]
 
 
 def _tool(name: str) -> str:
@@ -40,9 +42,9 @@ def test_quality_mypy(tmp_path: Path) -> None:
     are checked too."""
     root = tmp_path / "nsm_forwarder"
     root.mkdir()
-    for folder in ("actors", "drivers", "config", "proto"):
+    for folder in (*PACKAGES, "proto"):
         (root / folder).symlink_to(ROOT / folder, target_is_directory=True)
-    packages = [a for p in ("actors", "drivers", "config") for a in ("-p", f"nsm_forwarder.{p}")]
+    packages = [a for p in PACKAGES for a in ("-p", f"nsm_forwarder.{p}")]
     packages += ["-p", "tests"]
     done = subprocess.run(
         [

@@ -29,60 +29,73 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, tag
-from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest, NotFound
-from nsm_forwarder.drivers.kernel import netns, wgkernel, wgselect, wireguard
-from nsm_forwarder.drivers.kernel.ops import get_link, ignore_gone, step, to_forwarder_error
-from nsm_forwarder.drivers.kernel.shapes import (
+from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
+from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
+from nsm_forwarder.drivers.linux import addressing, netns
+from nsm_forwarder.drivers.linux.egress import Egress
+from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
+from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.undo import UndoStack
+from nsm_forwarder.drivers.shapes import (
+    End,
     RemotePlan,
     VxlanTunnel,
     WireguardTunnel,
     check_id,
     check_inode,
-    parse_remote_plan,
+    kernel_end,
     remote_side,
 )
-from nsm_forwarder.drivers.kernel.undo import UndoStack
-
-if TYPE_CHECKING:
-    from nsm_forwarder.drivers.kernel.driver import KernelDriver
 
 log = logging.getLogger(__name__)
 
 DEFAULT_VXLAN_PORT = 4789
 
 
-def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
-    plan = parse_remote_plan(raw)
-    node_fd = driver.node_fd()
+@dataclass
+class Underlay:
+    """What the driver's ``init`` found and chose for tunnels on this node."""
+
+    node: NodeNetns
+    egress: Egress | None = None
+    vxlan_port: int = DEFAULT_VXLAN_PORT
+    #: how WIREGUARD tunnels are built: wgselect.KERNEL, USERSPACE or None (not offered)
+    wireguard: str | None = None
+
+    def device(self, xid: str, side: str) -> str:
+        """The node-namespace name of the WireGuard device of end ``side`` of ``xid``."""
+        return wireguard.device_name(self.node.inode(), tag(xid, side))
+
+
+def apply_remote(under: Underlay, plan: RemotePlan) -> Applied:
     started = time.perf_counter()
-    end = plan.end
+    end = kernel_end(plan.end)
     device = ""
     with ExitStack() as stack:
-        pod_fd = netns.open_netns(end.inode)
-        stack.callback(os.close, pod_fd)
-        ipr_pod = stack.enter_context(netns.iproute_in(pod_fd))
-        ipr_node = stack.enter_context(netns.iproute_in(node_fd))
-        driver._make_room(plan.id, (ipr_pod, end))
+        pod_fd, ipr_pod = open_pods(stack, end.inode)[end.inode]
+        ipr_node = stack.enter_context(netns.iproute_in(under.node.fd()))
+        make_room(plan.id, (ipr_pod, end))
         if isinstance(plan.tunnel, WireguardTunnel):
-            if driver.wireguard is None:  # not advertised either (see KernelDriver.init)
+            if under.wireguard is None:  # not advertised either (see KernelDriver.init)
                 raise InvalidRequest("WIREGUARD is not available on this node")
-            device = wireguard.device_name(driver.node_inode(), tag(plan.id, plan.side))
+            device = under.device(plan.id, plan.side)
             _clear_device(ipr_node, device, plan.id, "a stale")
         undo = UndoStack()
         try:
             if isinstance(plan.tunnel, VxlanTunnel):
-                index = _build_vxlan(driver, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
+                index = _build_vxlan(under, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
             else:
-                index = _build_wireguard(driver, plan, device, ipr_node, ipr_pod, pod_fd, undo)
+                index = _build_wireguard(under, plan, device, ipr_node, ipr_pod, pod_fd, undo)
             with step(f"tag and set up {end.name} in netns {end.inode}"):
                 try:
                     ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
@@ -91,7 +104,7 @@ def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
                     if exc.code == errno.EADDRINUSE and isinstance(plan.tunnel, WireguardTunnel):
                         raise wireguard.port_in_use(plan.tunnel.listen_port) from None
                     raise
-            driver._configure(ipr_pod, end, index, undo)
+            addressing.configure(ipr_pod, end, index, undo)
         except BaseException as exc:
             log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
             undo.unwind()
@@ -108,12 +121,12 @@ def apply_remote(driver: KernelDriver, raw: Plan) -> Applied:
         "side": plan.side,
         "local": {"inode": end.inode, "name": end.name, "ifindex": index},
         "device": device,
-        "backend": driver.wireguard if device else None,
+        "backend": under.wireguard if device else None,
     }
 
 
 def _build_vxlan(
-    driver: KernelDriver,
+    under: Underlay,
     plan: RemotePlan,
     tunnel: VxlanTunnel,
     ipr_node: Any,
@@ -121,8 +134,8 @@ def _build_vxlan(
     pod_fd: int,
     undo: UndoStack,
 ) -> int:
-    end = plan.end
-    port = driver.vxlan_port
+    end = kernel_end(plan.end)
+    port = under.vxlan_port
     v6 = tunnel.local_ip.version == 6
     kw: dict[str, Any] = {
         "vxlan_id": tunnel.vni,
@@ -131,7 +144,7 @@ def _build_vxlan(
         "vxlan_port": port,
         "vxlan_learning": 0,
     }
-    egress = driver.egress
+    egress = under.egress
     if egress is not None and not egress.loopback:
         kw["vxlan_link"] = egress.ifindex
     if plan.mtu:
@@ -155,7 +168,7 @@ def _build_vxlan(
     return _in_pod(ipr_pod, end, what, undo)
 
 
-def _in_pod(ipr_pod: Any, end: Any, what: str, undo: UndoStack) -> int:
+def _in_pod(ipr_pod: Any, end: End, what: str, undo: UndoStack) -> int:
     """The tunnel device now in the pod under ``end.name``: undo = delete it; its ifindex."""
     undo.push(
         f"delete {end.name} in netns {end.inode}",
@@ -169,7 +182,7 @@ def _in_pod(ipr_pod: Any, end: Any, what: str, undo: UndoStack) -> int:
 
 
 def _build_wireguard(
-    driver: KernelDriver,
+    under: Underlay,
     plan: RemotePlan,
     device: str,
     ipr_node: Any,
@@ -177,17 +190,17 @@ def _build_wireguard(
     pod_fd: int,
     undo: UndoStack,
 ) -> int:
-    end = plan.end
+    end = kernel_end(plan.end)
     tunnel = plan.tunnel
     assert isinstance(tunnel, WireguardTunnel)
     peer = f"{tunnel.remote_ip}:{tunnel.remote_port}"
     configure = f"configure {device}: listen port {tunnel.listen_port}, peer {peer}"
-    if driver.wireguard == wgselect.KERNEL:
+    if under.wireguard == wgselect.KERNEL:
         undo.push(f"delete {device} in the node netns", _delete_by_name(ipr_node, device))
         with step(f"create kernel WireGuard device {device} in the node netns"):
             wgkernel.create(ipr_node, device)
         with step(configure):
-            wgkernel.configure(driver.node_fd(), device, tunnel)
+            wgkernel.configure(under.node.fd(), device, tunnel)
     else:
         # pushed first: a start that fails half-way (a launcher timeout) may still leave a daemon
         undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
@@ -225,7 +238,7 @@ def _clear_device(ipr_node: Any, device: str, xid: str, which: str) -> None:
         _delete_by_name(ipr_node, device)()
 
 
-def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
+def remove_remote(under: Underlay, record: Applied | Plan) -> None:
     """Remove what an applied record (or a plan, maybe half applied) of a remote kind names."""
     xid = check_id(record.get("id"))
     side = remote_side(record)
@@ -234,24 +247,15 @@ def remove_remote(driver: KernelDriver, record: Applied | Plan) -> None:
     if not isinstance(end, dict):
         raise InvalidRequest(f"record {xid}: local end missing")
     inode = check_inode(end.get("inode"), f"record {xid} local end")
-    try:
-        fd = netns.open_netns(inode)
-    except NotFound:
-        log.debug("remove %s: netns %d of the %s end is gone", xid, inode, side)
-    else:
-        try:
-            with netns.iproute_in(fd) as ipr:
-                driver._remove_end(ipr, xid, side, inode, end.get("name"), end.get("ifindex"))
-        finally:
-            os.close(fd)
+    remove_end_in(inode, xid, side, end.get("name"), end.get("ifindex"))
     if record.get("kind") == "wireguard":
-        device = record.get("device") or wireguard.device_name(driver.node_inode(), tag(xid, side))
-        with netns.iproute_in(driver.node_fd()) as ipr_node:
+        device = record.get("device") or under.device(xid, side)
+        with netns.iproute_in(under.node.fd()) as ipr_node:
             _clear_device(ipr_node, str(device), xid, "the")
     log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
 
 
-def stop_orphan_daemons(driver: KernelDriver, found: list[dict[str, Any]]) -> int:
+def stop_orphan_daemons(under: Underlay, found: list[dict[str, Any]]) -> int:
     """Stop the wireguard-go daemons of swept orphans (``observe`` entries) and remove their
     files (a daemon whose TUN was just deleted may have exited already); how many were
     running."""
@@ -259,7 +263,7 @@ def stop_orphan_daemons(driver: KernelDriver, found: list[dict[str, Any]]) -> in
     stopped = 0
     for entry in found:
         try:
-            device = wireguard.device_name(driver.node_inode(), tag(entry["id"], entry["side"]))
+            device = under.device(entry["id"], entry["side"])
         except (KeyError, TypeError):
             continue
         try:

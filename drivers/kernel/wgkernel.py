@@ -29,9 +29,9 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.errors import DriverError
-from nsm_forwarder.drivers.kernel import netns
-from nsm_forwarder.drivers.kernel.shapes import WireguardTunnel
-from nsm_forwarder.drivers.kernel.wireguard import ALLOWED_IPS, KEEPALIVE, endpoint
+from nsm_forwarder.drivers.kernel.wireguard import ALLOWED_IPS, KEEPALIVE
+from nsm_forwarder.drivers.linux import netns
+from nsm_forwarder.drivers.shapes import WireguardTunnel, endpoint
 
 KIND = "wireguard"
 NETLINK_GENERIC = 16

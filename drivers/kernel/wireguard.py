@@ -38,7 +38,7 @@ import subprocess
 import time
 
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError
-from nsm_forwarder.drivers.kernel.shapes import WireguardTunnel
+from nsm_forwarder.drivers.shapes import WireguardTunnel, endpoint
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +237,6 @@ def remove_files(name: str) -> None:
 
 def _hex(key_b64: str) -> str:
     return base64.b64decode(key_b64, validate=True).hex()
-
-
-def endpoint(ip: str, port: int) -> str:
-    """``ip:port``, the IPv6 address in brackets."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _uapi(name: str, request: str) -> int:

@@ -17,7 +17,6 @@ import pytest
 from google.protobuf import empty_pb2
 
 from nsm_forwarder.actors.registrar import Registrar, RegistrationState
-from nsm_forwarder.actors.registrar_server import RegistrarServer
 from nsm_forwarder.proto import (
     connection_pb2,
     crossconnect_pb2,
@@ -25,6 +24,7 @@ from nsm_forwarder.proto import (
     forwarder_pb2,
     forwarder_pb2_grpc,
 )
+from nsm_forwarder.tools.registrar_server import RegistrarServer
 
 NAME = "kernel-forwarder"
 FAST: dict[str, Any] = {"retry_interval": 0.2, "rpc_timeout": 2.0}

@@ -17,7 +17,7 @@ from nsm_forwarder.actors.frontend import CrossConnectMonitorService
 from nsm_forwarder.actors.reconcile import reconcile
 from nsm_forwarder.actors.store import Store
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.drivers.kernel.netns import all_namespaces
+from nsm_forwarder.drivers.linux.netns import all_namespaces
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
 from tests.conftest import Node, needs_root

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 from nsm_forwarder.drivers.base import tag
-from nsm_forwarder.drivers.kernel import netns, wireguard
+from nsm_forwarder.drivers.kernel import wireguard
 from nsm_forwarder.drivers.kernel.driver import KernelDriver
+from nsm_forwarder.drivers.linux import netns
 from tests.helpers import Underlay, sh
 
 
@@ -28,7 +29,7 @@ class Node:
         def enter() -> None:
             fd = os.open(f"/var/run/netns/{netns_name}", os.O_RDONLY)
             try:
-                netns._setns(fd, netns.CLONE_NEWNET)
+                netns.enter(fd)
             finally:
                 os.close(fd)
 

@@ -18,10 +18,9 @@ from nsm_forwarder.drivers.errors import (
     InvalidRequest,
     NotFound,
 )
-from nsm_forwarder.drivers.kernel import driver as kdriver
-from nsm_forwarder.drivers.kernel import netns
 from nsm_forwarder.drivers.kernel.driver import KernelDriver
-from nsm_forwarder.drivers.kernel.undo import UndoStack
+from nsm_forwarder.drivers.linux import addressing, netns
+from nsm_forwarder.drivers.linux.undo import UndoStack
 from tests.drivers.conftest import Netns, needs_root
 
 pytestmark = needs_root()
@@ -341,14 +340,14 @@ def test_rollback_after_failure_at_last_step(
     from pyroute2.netlink.exceptions import NetlinkError
 
     a, b = two_netns
-    real = kdriver._add_neighbor
+    real = addressing.add_neighbor
 
-    def failing(ipr: Any, index: int, neigh: kdriver.Neighbor) -> Callable[[], None]:
+    def failing(ipr: Any, index: int, neigh: addressing.Neighbor) -> Callable[[], None]:
         if str(neigh.ip) == "10.65.0.1":
             raise NetlinkError(errno.EINVAL)
         return real(ipr, index, neigh)
 
-    monkeypatch.setattr(kdriver, "_add_neighbor", failing)
+    monkeypatch.setattr(addressing, "add_neighbor", failing)
     nb = [{"ip": "10.65.0.2", "mac": "02:00:00:00:65:02"}]
     src = end(a, "nsm0", "10.65.0.1/30", routes=[{"prefix": "10.90.0.0/16", "gateway": ""}])
     src["neighbors"] = nb

@@ -54,7 +54,7 @@ def test_kernel_tunnel_pings_keeps_its_socket_on_the_node_and_goes_away(
     bed: Bed, two_pods: tuple[Pod, Pod], v6: bool
 ) -> None:
     u, a, b = bed(v6=v6, backend="auto")
-    assert a.driver.wireguard == "kernel" and b.driver.wireguard == "kernel"
+    assert a.driver.underlay.wireguard == "kernel" and b.driver.underlay.wireguard == "kernel"
     client, endpoint = two_pods
     pair = remote_pair("kwg", client, endpoint, u.a_ip, u.b_ip, "WIREGUARD", ports=(51830, 51831))
     out = a.call("apply", plan_from_xcon(pair.outgoing, mtu=16000, egress_mtu=1500))
@@ -129,9 +129,9 @@ def test_kernel_leftovers_of_an_interrupted_apply_are_cleaned(
     (device,) = a.devices()
 
     def leave_device() -> None:
-        from nsm_forwarder.drivers.kernel import netns
+        from nsm_forwarder.drivers.linux import netns
 
-        with netns.iproute_in(a.driver.node_fd()) as ipr:
+        with netns.iproute_in(a.driver.node.fd()) as ipr:
             wgkernel.create(ipr, device)
 
     a.thread.submit(leave_device).result(30)

@@ -21,9 +21,9 @@ from nsm_forwarder.drivers.errors import (
     ForwarderError,
     InvalidRequest,
 )
-from nsm_forwarder.drivers.kernel import driver as kdriver
 from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
-from nsm_forwarder.drivers.kernel.egress import EgressNotFound
+from nsm_forwarder.drivers.linux import addressing
+from nsm_forwarder.drivers.linux.egress import EgressNotFound
 from nsm_forwarder.drivers.plan import plan_from_xcon
 from tests.drivers.conftest import needs_root
 from tests.drivers.nodes import Bed, no_daemons, sockets_of
@@ -91,7 +91,7 @@ def test_wireguard_backend_choice_on_a_kernel_without_wireguard(
     assert wgselect.choose("userspace") == wgselect.Choice("userspace", "userspace wireguard-go")
     _, a, _ = bed()
     assert a.init(backend="auto")["wireguard"] == "userspace"
-    assert a.driver.wireguard == "userspace"
+    assert a.driver.underlay.wireguard == "userspace"
     with pytest.raises(DriverError) as err:
         a.init(backend="kernel")
     assert str(err.value) == "wireguard_backend is kernel, but the kernel has no WireGuard module"
@@ -137,8 +137,8 @@ def test_tunnel_over_ipv6_underlay_pings_and_goes_away(
 @pytest.mark.parametrize(
     ("mech", "step", "context", "message"),
     [
-        ("VXLAN", "_add_neighbor", lambda: {"ip_neighbors": [neighbor("10.60.1.2")]}, "neighbour"),
-        ("WIREGUARD", "_add_route", lambda: {"dst_routes": [route()]}, "add route 10.77.0.0/16"),
+        ("VXLAN", "add_neighbor", lambda: {"ip_neighbors": [neighbor("10.60.1.2")]}, "neighbour"),
+        ("WIREGUARD", "add_route", lambda: {"dst_routes": [route()]}, "add route 10.77.0.0/16"),
     ],
 )
 def test_remote_failure_rolls_back_everything(
@@ -157,7 +157,7 @@ def test_remote_failure_rolls_back_everything(
     def failing(*args: Any) -> Callable[[], None]:
         raise OSError(5, "injected")
 
-    monkeypatch.setattr(kdriver, step, failing)
+    monkeypatch.setattr(addressing, step, failing)
     pair = remote_pair(f"rb{mech[0]}", client, endpoint, u.a_ip, u.b_ip, mech, **context())
     with pytest.raises(DriverError, match=message):
         a.call("apply", plan_from_xcon(pair.outgoing, mtu=1))

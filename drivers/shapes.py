@@ -1,8 +1,10 @@
-"""Plans as the kernel driver sees them: shape checks and parsing into typed values.
+"""Typed plans: what a driver parses a plan dict into, once, at its door.
 
-The plan builder (:mod:`nsm_forwarder.drivers.plan`) validates requests; this module only makes
-sure a plan handed to the driver has the expected shape (it may come from the Store, written by
-an older version) and turns it into dataclasses. Keys are never part of a message or a repr.
+The plan builder (:mod:`nsm_forwarder.drivers.plan`) validates requests and writes plan dicts
+(they travel to worker processes as msgpack and are kept in the Store). A driver's ``apply`` and
+``remove`` turn the dict into these dataclasses with :func:`parse_plan` (it may come from the
+Store, written by an older version, so its shape is checked again) and build from the typed
+values only. Keys are never part of a message or a repr.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from nsm_forwarder.drivers.base import Plan
 from nsm_forwarder.drivers.errors import InvalidRequest
 
 IFNAMSIZ = 16
-_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 SIDES = ("src", "dst")
+KERNEL_INTERFACE = "KERNEL_INTERFACE"
+MEMIF = "MEMIF"
 #: Plan kinds of remote cross-connects (one end here, a tunnel to another node).
 REMOTE_KINDS = ("vxlan", "wireguard")
 #: The local end of a remote cross-connect, by direction (spec §5.3).
@@ -55,6 +59,20 @@ class End:
 
 
 @dataclass(frozen=True)
+class MemifEnd:
+    """A MEMIF end: a shared-memory interface whose socket the pod and the data plane share.
+    The forwarder is master on the source (client) side, slave on the destination side."""
+
+    side: str
+    inode: int  # 0 when the request named none (only used for pod liveness)
+    socket: str  # absolute path: <NSM_BASEDIR>/<workspace>/<socketfile>
+
+    @property
+    def master(self) -> bool:
+        return self.side == "src"
+
+
+@dataclass(frozen=True)
 class VxlanTunnel:
     local_ip: IPAddress
     remote_ip: IPAddress
@@ -73,6 +91,16 @@ class WireguardTunnel:
 
 
 @dataclass(frozen=True)
+class LocalPlan:
+    """Both ends of a cross-connect in pods of this node."""
+
+    id: str
+    mtu: int
+    src: End | MemifEnd
+    dst: End | MemifEnd
+
+
+@dataclass(frozen=True)
 class RemotePlan:
     """One end of a cross-connect on this node, joined to another node by a tunnel."""
 
@@ -80,8 +108,13 @@ class RemotePlan:
     kind: str  # "vxlan" | "wireguard"
     mtu: int
     side: str  # "src" (OUTGOING: the client is here) | "dst" (INCOMING: the endpoint is here)
-    end: End
+    end: End | MemifEnd
     tunnel: VxlanTunnel | WireguardTunnel
+
+
+def endpoint(ip: str, port: int) -> str:
+    """``ip:port``, the IPv6 address in brackets."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def family(version: int) -> int:
@@ -119,10 +152,16 @@ def check_mtu(mtu: Any) -> int:
     return mtu
 
 
-def parse_end(raw: Any, side: str) -> End:
+def parse_end(raw: Any, side: str, mechanisms: tuple[str, ...] = (KERNEL_INTERFACE,)) -> Any:
+    """The :class:`End` (or, where ``mechanisms`` allow it, :class:`MemifEnd`) of a plan."""
     where = f"{side} end"
     if not isinstance(raw, dict):
         raise InvalidRequest(f"{where} missing or not a mapping")
+    mechanism = raw.get("mechanism") or KERNEL_INTERFACE
+    if mechanism not in mechanisms:
+        raise InvalidRequest(f"{where}: this driver cannot build a {mechanism!r} end")
+    if mechanism == MEMIF:
+        return _memif_end(raw, side)
     inode = check_inode(raw.get("inode"), where)
     name = check_name(raw.get("name"), where)
     try:
@@ -140,7 +179,7 @@ def parse_end(raw: Any, side: str) -> End:
         for n in raw.get("neighbors") or ():
             ip = ipaddress.ip_address(n["ip"])
             mac = n["mac"]
-            if not isinstance(mac, str) or not _MAC.match(mac):
+            if not isinstance(mac, str) or not MAC_RE.match(mac):
                 raise ValueError(f"invalid MAC address {mac!r}")
             neighbors.append(Neighbor(ip, mac.lower()))
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
@@ -148,19 +187,37 @@ def parse_end(raw: Any, side: str) -> End:
     return End(side, inode, name, addr, tuple(routes), tuple(neighbors))
 
 
-def parse_local_plan(plan: Plan) -> tuple[str, int, End, End]:
-    """(id, mtu, src, dst) of a local plan; :class:`InvalidRequest` if it is not one."""
-    if not isinstance(plan, dict):
-        raise InvalidRequest("plan is not a mapping")
-    if plan.get("kind") != "local":
-        raise InvalidRequest(f"kernel driver cannot apply a plan of kind {plan.get('kind')!r}")
+def kernel_end(end: End | MemifEnd) -> End:
+    """``end`` as a kernel-interface end; :class:`InvalidRequest` for any other kind."""
+    if not isinstance(end, End):
+        raise InvalidRequest(f"{end.side} end: a kernel-interface end was expected")
+    return end
+
+
+def _memif_end(raw: dict[str, Any], side: str) -> MemifEnd:
+    inode = raw.get("inode") or 0
+    socket_path = raw.get("socket")
+    if isinstance(inode, bool) or not isinstance(inode, int) or inode < 0:
+        raise InvalidRequest(f"{side} end: invalid netns inode {inode!r}")
+    if not isinstance(socket_path, str) or not socket_path.startswith("/") or "\0" in socket_path:
+        raise InvalidRequest(f"{side} end: invalid memif socket path {socket_path!r}")
+    return MemifEnd(side, inode, socket_path)
+
+
+def parse_local_plan(plan: Plan, mechanisms: tuple[str, ...] = (KERNEL_INTERFACE,)) -> LocalPlan:
+    """The typed form of a ``local`` plan; :class:`InvalidRequest` if it is not one."""
     xid = check_id(plan.get("id"))
     mtu = check_mtu(plan.get("mtu") or 0)
-    src = parse_end(plan.get("src"), "src")
-    dst = parse_end(plan.get("dst"), "dst")
-    if src.inode == dst.inode and src.name == dst.name:
+    src = parse_end(plan.get("src"), "src", mechanisms)
+    dst = parse_end(plan.get("dst"), "dst", mechanisms)
+    if (
+        isinstance(src, End)
+        and isinstance(dst, End)
+        and src.inode == dst.inode
+        and src.name == dst.name
+    ):
         raise InvalidRequest(f"both ends are {src.name!r} in the same netns {src.inode}")
-    return xid, mtu, src, dst
+    return LocalPlan(xid, mtu, src, dst)
 
 
 def remote_side(plan: Plan) -> str:
@@ -200,18 +257,14 @@ def _key(raw: Any, what: str) -> str:
     return str(raw)
 
 
-def parse_remote_plan(plan: Plan) -> RemotePlan:
+def parse_remote_plan(plan: Plan, mechanisms: tuple[str, ...] = (KERNEL_INTERFACE,)) -> RemotePlan:
     """The typed form of a ``vxlan`` / ``wireguard`` plan; :class:`InvalidRequest` if it is
     malformed."""
-    if not isinstance(plan, dict):
-        raise InvalidRequest("plan is not a mapping")
     kind = plan.get("kind")
-    if kind not in REMOTE_KINDS:
-        raise InvalidRequest(f"kernel driver cannot apply a plan of kind {kind!r}")
     xid = check_id(plan.get("id"))
     mtu = check_mtu(plan.get("mtu") or 0)
     side = remote_side(plan)
-    end = parse_end(plan.get("local"), side)
+    end = parse_end(plan.get("local"), side, mechanisms)
     raw = plan.get("tunnel")
     if not isinstance(raw, dict):
         raise InvalidRequest(f"remote plan {xid}: tunnel missing or not a mapping")
@@ -232,3 +285,21 @@ def parse_remote_plan(plan: Plan) -> RemotePlan:
             _key(raw.get("peer_public_key"), "peer_public_key"),
         )
     return RemotePlan(xid, str(kind), mtu, side, end, tunnel)
+
+
+def parse_plan(
+    plan: Any,
+    kinds: tuple[str, ...] = ("local", *REMOTE_KINDS),
+    mechanisms: tuple[str, ...] = (KERNEL_INTERFACE,),
+) -> LocalPlan | RemotePlan:
+    """The typed form (:class:`LocalPlan` or :class:`RemotePlan`) of a plan dict whose kind is
+    one of ``kinds`` and whose pod ends are of ``mechanisms`` (what the calling driver
+    builds); :class:`InvalidRequest` otherwise."""
+    if not isinstance(plan, dict):
+        raise InvalidRequest("plan is not a mapping")
+    kind = plan.get("kind")
+    if kind not in kinds:
+        raise InvalidRequest(f"cannot apply a plan of kind {kind!r} (known: {', '.join(kinds)})")
+    if kind == "local":
+        return parse_local_plan(plan, mechanisms)
+    return parse_remote_plan(plan, mechanisms)

@@ -9,8 +9,8 @@ from typing import Any
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.errors import NotFound
-from nsm_forwarder.drivers.kernel import netns
-from nsm_forwarder.drivers.kernel.ops import GONE, step
+from nsm_forwarder.drivers.linux import netns
+from nsm_forwarder.drivers.linux.links import GONE, step
 
 #: NSM metric names (spec §4.9) and the kernel counters they come from.
 COUNTERS = {

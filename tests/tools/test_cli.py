@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nsm_forwarder.actors import demo
+from nsm_forwarder.tools import demo
 from tests.conftest import Node, needs_root
 from tests.helpers import Pod, Pods, local_xcon
 
@@ -21,7 +21,7 @@ def run_cli(
     full = {k: v for k, v in os.environ.items() if not k.startswith(("NSM_", "FORWARDER_"))}
     full.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "nsm_forwarder.actors.cli", *args],
+        [sys.executable, "-m", "nsm_forwarder.tools.cli", *args],
         env=full,
         capture_output=True,
         text=True,
@@ -67,7 +67,7 @@ def test_cli_run_refuses_bad_settings_with_one_line(
 
 def test_cli_gRPC_process_never_imports_netlink() -> None:
     code = (
-        "import sys, nsm_forwarder.actors.supervisor, nsm_forwarder.actors.cli; "
+        "import sys, nsm_forwarder.actors.supervisor, nsm_forwarder.tools.cli; "
         "print('pyroute2' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -149,7 +149,7 @@ def test_cli_run_on_tcp_like_upstream_standalone_test(pods: Pods, tmp_path: obje
     log_path = os.path.join(workdir, "log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nsm_forwarder.actors.cli", "run"],
+            [sys.executable, "-m", "nsm_forwarder.tools.cli", "run"],
             env=env,
             stdout=log,
             stderr=log,

@@ -1,4 +1,4 @@
-"""Remove tagged interfaces that no cross-connect owns (orphans found by ``observe``)."""
+"""Find every tagged interface in every namespace, and remove the orphans among them."""
 
 from __future__ import annotations
 
@@ -6,12 +6,33 @@ import logging
 import os
 from typing import Any
 
-from nsm_forwarder.drivers.base import tag
+from nsm_forwarder.drivers.base import parse_tag, tag
 from nsm_forwarder.drivers.errors import NotFound
-from nsm_forwarder.drivers.kernel import netns
-from nsm_forwarder.drivers.kernel.ops import delete_link, get_link, step
+from nsm_forwarder.drivers.linux import netns
+from nsm_forwarder.drivers.linux.links import Link, delete_link, get_link, link_of, step
 
 log = logging.getLogger(__name__)
+
+
+def tagged_links() -> list[tuple[int, Link, str, str]]:
+    """(netns inode, link, xcon id, side) of every interface carrying one of our tags, in every
+    reachable namespace (read from the kernel, never a cache)."""
+    found = []
+    for inode, path in netns.all_namespaces().items():
+        fd = netns.open_path(path, inode)
+        if fd is None:
+            continue  # the namespace went away since the scan
+        try:
+            # the fd pins the namespace: it cannot vanish while it is being read
+            with netns.iproute_in(fd) as ipr, step(f"list links in netns {inode}"):
+                links = [link_of(m) for m in ipr.link("dump")]
+        finally:
+            os.close(fd)
+        for link in links:
+            parsed = parse_tag(link.alias)
+            if parsed is not None:
+                found.append((inode, link, *parsed))
+    return found
 
 
 def sweep_tagged(found: list[dict[str, Any]]) -> int:

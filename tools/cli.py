@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from nsm_forwarder.actors.client import add_client_commands
+from nsm_forwarder.tools.client import add_client_commands
 
 EXIT_CONFIG = 2
 
@@ -56,7 +56,7 @@ def setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nsm_forwarder.actors.supervisor import serve
-    from nsm_forwarder.config.settings import SettingsError, as_log_dict, load_settings
+    from nsm_forwarder.config import SettingsError, as_log_dict, load_settings
 
     names = [
         *("name", "socket", "registrar_socket", "src_ip", "driver", "workers", "state_dir"),
@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from nsm_forwarder.actors.demo import run_demo
+    from nsm_forwarder.tools.demo import run_demo
 
     return run_demo(keep_logs=args.verbose)
 

@@ -25,13 +25,13 @@ from typing import Any, TypeVar
 
 import grpc
 
-from nsm_forwarder.actors.registrar_server import RegistrarServer
 from nsm_forwarder.proto import (
     connection_pb2,
     connectioncontext_pb2,
     crossconnect_pb2,
     forwarder_pb2_grpc,
 )
+from nsm_forwarder.tools.registrar_server import RegistrarServer
 
 T = TypeVar("T")
 
@@ -135,7 +135,7 @@ async def _demo(workdir: str, pods: list[str], keep_logs: bool) -> None:
             forwarder = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "nsm_forwarder.actors.cli",
+                "nsm_forwarder.tools.cli",
                 "run",
                 env=env,
                 stdout=log_file,

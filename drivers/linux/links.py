@@ -1,4 +1,4 @@
-"""Small netlink helpers for the kernel driver: link lookups and error mapping.
+"""Netlink steps and link look-ups: error mapping, "already gone" handling, :class:`Link`.
 
 Every kernel step runs inside :func:`step`, which turns whatever the step raised into a
 :class:`~nsm_forwarder.drivers.errors.ForwarderError` whose message names the step (and so the

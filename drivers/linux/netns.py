@@ -49,6 +49,12 @@ def _setns(fd: int, nstype: int) -> None:
     _libc_call("setns", fd, nstype)
 
 
+def enter(fd: int) -> None:
+    """Move the calling *thread* into network namespace fd ``fd`` (for a thread that is to do
+    all its work there, e.g. a test's stand-in for a worker running in a node namespace)."""
+    _setns(fd, CLONE_NEWNET)
+
+
 def _nsfs_dev() -> int:
     """st_dev shared by every namespace file (nsfs); tells them apart from stray regular files."""
     return os.stat("/proc/self/ns/net").st_dev
@@ -150,15 +156,18 @@ def netns_fd(inode: int) -> Iterator[int]:
         os.close(fd)
 
 
-def _socket_from_thread(enter: Callable[[], None], proto: int) -> socket.socket:
-    """A netlink socket (SOCK_DGRAM, as pyroute2 wants) created by a helper thread after
-    ``enter()`` moved that thread into some namespace; the calling thread stays where it is."""
+def _socket_from_thread(
+    enter: Callable[[], None], proto: int, family: int = socket.AF_NETLINK
+) -> socket.socket:
+    """A SOCK_DGRAM socket (netlink by default, as pyroute2 wants) created by a helper thread
+    after ``enter()`` moved that thread into some namespace; the calling thread stays where it
+    is."""
     box: dict[str, Any] = {}
 
     def run() -> None:
         try:
             enter()
-            box["sock"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, proto)
+            box["sock"] = socket.socket(family, socket.SOCK_DGRAM, proto)
         except BaseException as exc:  # handed to the caller
             box["error"] = exc
 
@@ -174,6 +183,11 @@ def _socket_from_thread(enter: Callable[[], None], proto: int) -> socket.socket:
 def netlink_socket(netns: int, proto: int = NETLINK_ROUTE) -> socket.socket:
     """A netlink socket created inside namespace fd ``netns`` (by a helper thread)."""
     return _socket_from_thread(lambda: _setns(netns, CLONE_NEWNET), proto)
+
+
+def inet_socket(netns: int) -> socket.socket:
+    """An AF_INET datagram socket inside namespace fd ``netns``, for interface ioctls there."""
+    return _socket_from_thread(lambda: _setns(netns, CLONE_NEWNET), 0, socket.AF_INET)
 
 
 def _unshare_net() -> None:

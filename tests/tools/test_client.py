@@ -21,14 +21,6 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2, json_format
 
-from nsm_forwarder.actors.client import (
-    add_client_commands,
-    format_event,
-    format_table,
-    parse_xcon,
-    resolve_target,
-    summarize,
-)
 from nsm_forwarder.proto import (
     connection_pb2,
     connectioncontext_pb2,
@@ -36,6 +28,8 @@ from nsm_forwarder.proto import (
     crossconnect_pb2_grpc,
     forwarder_pb2_grpc,
 )
+from nsm_forwarder.tools.client import add_client_commands, resolve_target
+from nsm_forwarder.tools.formats import format_event, format_table, parse_xcon, summarize
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docker" / "examples" / "local-xcon.json"
 

@@ -1,0 +1,108 @@
+"""ApiServer: the grpc.aio server that carries the Frontend on FORWARDER_SOCKET.
+
+Accepts:  listen(services) / serve() (start-up phase "grpc"), stop() and remove_socket()
+          (shutdown), from the Supervisor.
+Sends:    nothing itself: it serves the Frontend's forwarder.Forwarder,
+          forwarder.MechanismsMonitor and crossconnect.MonitorCrossConnect services, and
+          grpc.health.v1.Health, which says SERVING for each of them (and for "") from serve()
+          until stop().
+Guarantees: a stale unix socket file is removed before listening, but anything else at that path
+          is refused and left alone; remove_socket() removes only a socket this server cleaned
+          and listened on.
+Threads:  the asyncio loop of the main process.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import grpc
+import grpc.aio
+from grpc_health.v1 import health as grpc_health
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from nsm_forwarder.actors.frontend import (
+    CrossConnectMonitorService,
+    ForwarderService,
+    MechanismsService,
+)
+from nsm_forwarder.actors.grpc_io import grpc_address
+from nsm_forwarder.proto import crossconnect_pb2_grpc, forwarder_pb2_grpc
+
+SERVICES = (
+    "forwarder.Forwarder",
+    "forwarder.MechanismsMonitor",
+    "crossconnect.MonitorCrossConnect",
+)
+
+
+class ListenError(Exception):
+    """The forwarder socket cannot be listened on; the message says why."""
+
+
+def clean_socket(path: str) -> None:
+    """Remove a stale unix socket at ``path``; refuse to remove anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ListenError(f"FORWARDER_SOCKET {path} exists and is not a socket; not removing it")
+    os.unlink(path)
+
+
+class ApiServer:
+    """ApiServer - ``listen(...)``, ``await serve()``; at the end ``await stop()``, then
+    ``remove_socket()``."""
+
+    def __init__(self, socket_type: str, socket: str) -> None:
+        self.address = grpc_address(socket_type, socket)
+        #: the unix socket file (absolute), None for tcp
+        self.socket_path = os.path.abspath(socket) if socket_type == "unix" else None
+        self._claimed = False
+        self._server: grpc.aio.Server | None = None
+        self._health = grpc_health.aio.HealthServicer()
+
+    def listen(
+        self,
+        forwarder: ForwarderService,
+        mechanisms: MechanismsService,
+        monitor: CrossConnectMonitorService,
+    ) -> None:
+        """Add the services, clean a stale socket and bind the address (not serving yet)."""
+        server = grpc.aio.server()
+        forwarder_pb2_grpc.add_ForwarderServicer_to_server(forwarder, server)
+        forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(mechanisms, server)
+        crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(monitor, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self.socket_path is not None:
+            clean_socket(self.socket_path)
+            self._claimed = True
+        try:
+            server.add_insecure_port(self.address)
+        except RuntimeError as exc:
+            raise ListenError(f"cannot listen on {self.address}: {exc}") from None
+        self._server = server
+
+    async def serve(self) -> None:
+        """Start serving; the health service then says SERVING for every service."""
+        assert self._server is not None, "listen() first"
+        await self._server.start()
+        for name in ("", *SERVICES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self) -> bool:
+        """Health says NOT_SERVING, then stop with 1 s of grace; False if it never listened."""
+        server, self._server = self._server, None
+        if server is None:
+            return False
+        await self._health.enter_graceful_shutdown()
+        await server.stop(grace=1.0)
+        return True
+
+    def remove_socket(self) -> None:
+        """Remove the unix socket file, if this server cleaned it for listening."""
+        if self._claimed and self.socket_path is not None and os.path.exists(self.socket_path):
+            os.unlink(self.socket_path)
