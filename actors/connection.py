@@ -1,7 +1,8 @@
 """ConnectionActor: owns one cross-connect id.
 
 Accepts:  ApplyXconn -> XconnApplied (ask); CloseXconn -> XconnClosed (ask); MarkDown -> bool
-          (ask, from the pod liveness check); QueryIdle -> bool.
+          (ask, from the pod liveness check); Rebuild -> bool (ask, after a data-plane
+          restart); QueryIdle -> bool.
 Sends:    WorkerCall (apply / remove) through the WorkerPool; XconnUpdated / XconnDeleted to
           the Monitor; rows to the Store.
 Guarantees: one message at a time, in arrival order, for its id (different ids run in parallel
@@ -36,6 +37,7 @@ from nsm_forwarder.actors.messages import (
     MarkDown,
     Message,
     QueryIdle,
+    Rebuild,
     XconnApplied,
     XconnClosed,
     XconnDeleted,
@@ -48,7 +50,7 @@ from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.actors.xcons import with_down
 from nsm_forwarder.drivers.base import Applied, Plan
 from nsm_forwarder.drivers.errors import ForwarderError, InvalidRequest, WorkerLost
-from nsm_forwarder.drivers.plan import describe, plan_from_xcon
+from nsm_forwarder.drivers.plan import KERNEL_OFFER, Offer, describe, plan_from_xcon
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,10 @@ log = logging.getLogger(__name__)
 Planner = Callable[[crossconnect_pb2.CrossConnect], Plan]
 
 
-def planner(mtu: int, egress_mtu: int) -> Planner:
+def planner(mtu: int, egress_mtu: int, offer: Offer = KERNEL_OFFER) -> Planner:
     """The Planner of a forwarder: local veths get ``mtu``; tunnels the egress MTU minus their
-    encapsulation overhead."""
-    return functools.partial(plan_from_xcon, mtu=mtu, egress_mtu=egress_mtu)
+    encapsulation overhead; only the mechanisms of ``offer`` (the driver's) are accepted."""
+    return functools.partial(plan_from_xcon, mtu=mtu, egress_mtu=egress_mtu, offer=offer)
 
 
 class _Guarded:
@@ -168,6 +170,8 @@ class ConnectionActor(BaseActor):
             return self._timed("close", self._close_xconn, message.xcon)
         if isinstance(message, MarkDown):
             return self._mark_down(message.sides)
+        if isinstance(message, Rebuild):
+            return self._rebuild_all(message.why)
         if isinstance(message, QueryIdle):
             return self.applied is None
         raise TypeError(f"ConnectionActor cannot handle {message.TAG}")
@@ -303,6 +307,38 @@ class ConnectionActor(BaseActor):
         except InvalidRequest:
             return
         self._call("remove", plan)
+
+    # --- data-plane restart -------------------------------------------------------------------
+
+    def _rebuild_all(self, why: str) -> bool:
+        """Build the applied cross-connect again (what is left of it removed first) and report
+        it with an UPDATE; if that fails, its ends go DOWN (nsmd heals or closes)."""
+        if self.applied is None or self.plan is None or self.xcon is None:
+            return False
+        start = time.perf_counter()
+        self.store.begin_apply(self.xcon_id, self.plan)
+        try:
+            self._call("remove", self.applied)
+            applied = self._build(self.plan)
+        except ForwarderError as exc:
+            self.store.clear_pending(self.xcon_id)
+            log.error("rebuild id=%s after %s failed: %s", self.xcon_id, why, exc)
+            down = with_down(self.xcon, ["source", "destination"])
+            if down is not None:
+                self.xcon = down
+                self.store.set_xcon(self.xcon_id, down)
+                self.monitor.tell(XconnUpdated(xcon=down))
+            return False
+        self.store.commit(self.xcon_id, self.xcon, self.plan, applied)
+        self.applied = applied
+        self.monitor.tell(XconnUpdated(xcon=self.xcon))
+        log.info(
+            "rebuild id=%s after %s ok in %.1f ms",
+            self.xcon_id,
+            why,
+            (time.perf_counter() - start) * 1000,
+        )
+        return True
 
     # --- pod death ----------------------------------------------------------------------------
 

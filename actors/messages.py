@@ -72,6 +72,15 @@ class MarkDown(Message):
 
 
 @dataclasses.dataclass(frozen=True)
+class Rebuild(Message):
+    """The data plane restarted and lost everything (a new VPP instance, ``why``): build the
+    cross-connect again from its stored plan and emit an UPDATE; reply True if it was rebuilt."""
+
+    TAG: ClassVar[str] = "rebuild"
+    why: str
+
+
+@dataclasses.dataclass(frozen=True)
 class QueryIdle(Message):
     """Ask a ConnectionActor whether it holds nothing (then it may be stopped); reply bool."""
 
@@ -167,6 +176,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         CloseXconn,
         XconnClosed,
         MarkDown,
+        Rebuild,
         QueryIdle,
         XconnUpdated,
         XconnDeleted,

@@ -43,13 +43,22 @@ def mechanism_of(xcon: crossconnect_pb2.CrossConnect) -> str:
 
 
 def stats_entries(xcons: list[bytes]) -> list[dict[str, Any]]:
-    """``{"key", "inode", "name"}`` of every local end of these cross-connects."""
+    """``{"key", "id", "side", "inode", "name"}`` of every local end of these cross-connects
+    (``side``: the tag side, src or dst)."""
     entries = []
     for data in xcons:
         xcon = crossconnect_pb2.CrossConnect.FromString(data)
         for side, inode in local_ends(data):
             name = getattr(xcon, side).mechanism.parameters.get("name", "")
-            entries.append({"key": f"{SIDE_KEY[side]}-{xcon.id}", "inode": inode, "name": name})
+            entries.append(
+                {
+                    "key": f"{SIDE_KEY[side]}-{xcon.id}",
+                    "id": xcon.id,
+                    "side": SIDE_KEY[side].lower(),
+                    "inode": inode,
+                    "name": name,
+                }
+            )
     return entries
 
 

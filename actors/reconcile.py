@@ -73,7 +73,9 @@ def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
         f"{report.finished_closes} closes finished, {report.swept_requests} requests swept",
     )
     observed: list[dict[str, Any]] = pool.call("observe")
-    present = {(o["id"], o["side"], o["inode"]) for o in observed}
+    # a driver marks an interface whose data-plane half is missing as not complete; an entry
+    # without a namespace (inode None: a VPP memif) stands for its end wherever the pod is
+    present = {(o["id"], o["side"], o["inode"]) for o in observed if o.get("complete", True)}
     for rec in committed:
         if rec is not None:
             report.restored.append(_check(store, pool, rec, present, live_inodes, report))
@@ -85,7 +87,8 @@ def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
     owned = {rec.id for rec in report.restored}
     orphans = [o for o in observed if o["id"] not in owned]
     for o in orphans:
-        log.info("orphan %s (id %s) in netns %d: removing", o["name"], o["id"], o["inode"])
+        where = f"netns {o['inode']}" if o.get("inode") is not None else "the data plane"
+        log.info("orphan %s (id %s) in %s: removing", o["name"], o["id"], where)
     if orphans:
         report.orphans = pool.call("sweep", orphans)
     steps.done("orphans", f"{report.orphans} removed")
@@ -136,7 +139,12 @@ def _check(
         store.set_xcon(rec.id, down)
         log.info("id=%s: pod of %s gone; marked DOWN", rec.id, " and ".join(gone))
         return Record(rec.id, down, rec.plan, rec.applied, None)
-    missing = [s for s, inode in ends if (rec.id, TAG_SIDE[s], inode) not in present]
+    missing = [
+        s
+        for s, inode in ends
+        if (rec.id, TAG_SIDE[s], inode) not in present
+        and (rec.id, TAG_SIDE[s], None) not in present
+    ]
     if not missing:
         return rec
     log.info("id=%s: interfaces of %s missing; rebuilding", rec.id, " and ".join(missing))

@@ -60,7 +60,7 @@ from nsm_forwarder.actors.health import Health
 from nsm_forwarder.actors.messages import ListXconns, Reload, XconnUpdated
 from nsm_forwarder.actors.metrics import Metrics
 from nsm_forwarder.actors.monitor import MonitorActor
-from nsm_forwarder.actors.periodic import check_pods, every, monitor_trouble
+from nsm_forwarder.actors.periodic import DataplaneWatch, check_pods, every, monitor_trouble
 from nsm_forwarder.actors.reconcile import reconcile
 from nsm_forwarder.actors.registrar import Registrar
 from nsm_forwarder.actors.restarts import Restarts
@@ -71,7 +71,7 @@ from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.config.settings import Settings
 from nsm_forwarder.drivers.errors import ForwarderError
 from nsm_forwarder.drivers.linux.netns import all_namespaces
-from nsm_forwarder.drivers.plan import DEFAULT_EGRESS_MTU
+from nsm_forwarder.drivers.plan import DEFAULT_EGRESS_MTU, Offer
 
 log = logging.getLogger("nsm_forwarder.supervisor")
 
@@ -112,6 +112,7 @@ class Supervisor:
         self.metrics = Metrics(settings.metrics_enabled, self.restarts)
         self.health = Health(settings.health_host, settings.health_port, self.metrics.render)
         self.registrar: Registrar | None = None
+        self.dataplane: DataplaneWatch | None = None
         self.store: Store | None = None
         self._loops: list[asyncio.Task[None]] = []
 
@@ -173,6 +174,13 @@ class Supervisor:
                 "src_ip": str(s.src_ip),
                 "vxlan_port": s.vxlan_port,
                 "wireguard_backend": s.wireguard_backend,
+                "operation_timeout": s.operation_timeout.total_seconds(),
+                "vpp_api_socket": str(s.vpp_api_socket),
+                "vpp_api_dir": str(s.vpp_api_dir),
+                "vpp_stats_socket": str(s.vpp_stats_socket),
+                "vpp_uplink": s.vpp_uplink,
+                "vpp_connect_timeout": s.vpp_connect_timeout.total_seconds(),
+                "vpp_allow_vhost": s.allow_vhost,
             },
             timeout=s.operation_timeout.total_seconds(),
             log_level=s.log_level,
@@ -208,12 +216,19 @@ class Supervisor:
     async def _reconcile(self) -> None:
         assert self.pool is not None and self.store is not None
         timeout = 4 * self.settings.operation_timeout.total_seconds() + 1
-        egress = self.pool.capabilities.get("egress") or {}
+        caps = self.pool.capabilities
+        egress = caps.get("egress") or {}
+        offer = Offer(
+            driver=self.settings.driver,
+            local=tuple(caps.get("local", ())),
+            remote=tuple(caps.get("remote", ())),
+            base_dir=str(self.settings.base_dir),
+        )
         self.connections = Connections(
             self.pool,
             self.monitor,
             self.store,
-            planner(self.settings.mtu, int(egress.get("mtu") or DEFAULT_EGRESS_MTU)),
+            planner(self.settings.mtu, int(egress.get("mtu") or DEFAULT_EGRESS_MTU), offer),
             timeout=timeout,
             faults=self.faults["connection"],
             on_restart=self.restarts.record,
@@ -227,6 +242,8 @@ class Supervisor:
             assert record.xcon is not None
             self.connections.restore(record)
             self.monitor.tell(XconnUpdated(xcon=record.xcon))
+        self.dataplane = DataplaneWatch(self.pool, self.monitor, self.connections)
+        await self.dataplane.start(self.MONITOR_TIMEOUT)
         self.health.set_goal("reconciled")
         log.info("reconcile: %s", report.summary())
 
@@ -297,10 +314,16 @@ class Supervisor:
             ("metrics collection", s.metrics_period.total_seconds(), self.metrics.poll),
             ("watchdog", self.WATCHDOG_INTERVAL, self._check_actors),
         ]
+        if self.dataplane is not None and self.dataplane.epoch:
+            loops.append(("data-plane check", s.liveness_interval.total_seconds(), self._dataplane))
         self._loops = [
             asyncio.create_task(every(self.stopping, interval, what, action), name=what)
             for what, interval, action in loops
         ]
+
+    async def _dataplane(self) -> None:
+        if self.dataplane is not None:
+            await self.dataplane.check(self.MONITOR_TIMEOUT)
 
     async def _check_actors(self) -> None:
         """The watchdog: restart the Monitor or the Registrar when it died or stopped answering."""

@@ -2,11 +2,11 @@
 
 Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), methods
           ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``observe()``, ``sweep(found)``,
-          ``stats(entries)``, ``ping()``.
+          ``stats(entries)``, ``epoch()``, ``ping()``.
 Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
 Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
           forwarder runs in a process like this one, never in the gRPC process.
-Faults:   ``worker-N`` / ``worker`` faults of the plan act on every call but init and ping,
+Faults:   ``worker-N`` / ``worker`` faults of the plan act on every call but init, ping, epoch,
           ``driver`` faults on apply / remove / sweep: crash = exit at once, hang = stop
           answering (the pool kills us after the operation timeout), delay, error.
 Failure:  a driver error becomes an error reply (code, message, retriable); any other exception
@@ -64,6 +64,8 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
             result = driver.sweep(call.args[0])
         elif call.method == "stats":
             result = driver.stats(call.args[0])
+        elif call.method == "epoch":
+            result = driver.epoch()
         elif call.method == "ping":
             result = "pong"
         else:
@@ -83,7 +85,7 @@ DATA_PLANE = ("apply", "remove", "sweep")
 
 
 class Faults:
-    """This worker's injectors: ``worker-N`` (every call but init/ping) and ``driver``."""
+    """This worker's injectors: ``worker-N`` (every call but init/ping/epoch) and ``driver``."""
 
     def __init__(self, index: int, plan: str) -> None:
         faults = parse_plan(plan)
@@ -92,7 +94,7 @@ class Faults:
 
     def before(self, call: WorkerCall) -> None:
         """Carry out what the plan says for this call: exit, hang, sleep or raise."""
-        if call.method in ("init", "ping"):
+        if call.method in ("init", "ping", "epoch"):
             return
         actions = [self.worker.check(call.method)]
         if call.method in DATA_PLANE:

@@ -165,10 +165,13 @@ class Settings(BaseSettings):
     )
 
     # --- our own settings, NSM_FORWARDER_<NAME> ------------------------------------------------
-    driver: Literal["kernel"] = Field(
+    driver: Literal["kernel", "vpp"] = Field(
         "kernel",
         validation_alias="NSM_FORWARDER_DRIVER",
-        description="Data-plane driver; only kernel for now.",
+        description=(
+            "Data-plane driver: kernel (netlink) or vpp (VPP's binary API; VPP runs beside the "
+            "forwarder)."
+        ),
     )
     workers: Int = Field(
         2,
@@ -217,6 +220,42 @@ class Settings(BaseSettings):
         description=(
             "UDP port of VXLAN tunnels (IANA 4789, as VPP forwarders use; upstream's kernel "
             "forwarder used the kernel default 8472 and could not talk to VPP)."
+        ),
+    )
+    vpp_api_socket: NonEmptyPath = Field(
+        Path("/run/vpp/api.sock"),
+        validation_alias="NSM_FORWARDER_VPP_API_SOCKET",
+        description="driver vpp: VPP's binary API socket (socksvr socket-name).",
+    )
+    vpp_api_dir: NonEmptyPath = Field(
+        Path("/usr/share/vpp/api"),
+        validation_alias="NSM_FORWARDER_VPP_API_DIR",
+        description="driver vpp: directory of the running VPP's .api.json files.",
+    )
+    vpp_stats_socket: NonEmptyPath = Field(
+        Path("/run/vpp/stats.sock"),
+        validation_alias="NSM_FORWARDER_VPP_STATS_SOCKET",
+        description="driver vpp: VPP's stats segment socket (statseg socket-name), for metrics.",
+    )
+    vpp_uplink: str = Field(
+        "",
+        validation_alias="NSM_FORWARDER_VPP_UPLINK",
+        description=(
+            "driver vpp: name of an existing VPP interface VXLAN tunnels leave by; empty (the "
+            "default): an af_packet interface on the egress interface, with its address."
+        ),
+    )
+    vpp_connect_timeout: GoDuration = Field(
+        timedelta(seconds=10),
+        validation_alias="NSM_FORWARDER_VPP_CONNECT_TIMEOUT",
+        description="driver vpp: how long a worker tries to reach VPP's API socket.",
+    )
+    allow_vhost: GoBool = Field(
+        True,
+        validation_alias="FORWARDER_ALLOW_VHOST",
+        description=(
+            "driver vpp: kernel-interface ends are VPP taps where /dev/vhost-net exists, unless "
+            "this is false; else a veth with an af_packet interface (upstream variable)."
         ),
     )
     wireguard_backend: Literal["auto", "kernel", "userspace"] = Field(

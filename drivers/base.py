@@ -78,8 +78,9 @@ class Driver(Protocol):
     """What every driver implements. All methods run in a worker process.
 
     - ``init(config)``: called once in every worker before any other call, with
-      ``{"owner": forwarder name, "src_ip": str, "vxlan_port": int, "wireguard_backend": str}``
-      (call :func:`set_owner`);
+      ``{"owner": forwarder name, "src_ip": str, "vxlan_port": int, ...}`` (the driver's own
+      settings among them, e.g. ``wireguard_backend``, ``vpp_api_socket``; call
+      :func:`set_owner`);
       checks the forwarder can work here (raises a ForwarderError with a clear message when it
       cannot, e.g. no interface carries ``src_ip``)
       and returns ``{"local": [types], "remote": [types], "egress": {...} | None}``: the
@@ -96,8 +97,15 @@ class Driver(Protocol):
     - ``sweep(found)``: delete those ``observe`` entries (orphans no cross-connect owns) that
       still carry their tag, with anything the driver runs for them; returns how many.
     - ``stats(entries)``: counters (``rx_bytes``, ``tx_bytes``, ``rx_packets``, ``tx_packets``,
-      ``rx_error_packets``, ``tx_error_packets``) of each ``{"key", "inode", "name"}`` pod
-      interface, keyed by ``key``; interfaces that are gone are left out.
+      ``rx_error_packets``, ``tx_error_packets``) of each ``{"key", "id", "side", "inode",
+      "name"}`` pod end, keyed by ``key``; ends that are gone are left out.
+    - ``epoch()``: names the running data plane; it changes when the data plane restarted and
+      lost everything (a new VPP), and then the forwarder rebuilds every cross-connect. A data
+      plane that cannot restart under the forwarder (the kernel) answers ``""``.
+
+    ``observe`` entries may carry ``"complete": False`` (the interface exists but its other
+    half in the data plane does not: the end counts as missing) and ``"inode": None`` (an
+    object of the data plane alone, e.g. a memif, standing for its end wherever the pod is).
     """
 
     name: str
@@ -113,3 +121,5 @@ class Driver(Protocol):
     def sweep(self, found: list[dict[str, Any]]) -> int: ...
 
     def stats(self, entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]: ...
+
+    def epoch(self) -> str: ...

@@ -13,6 +13,7 @@ from nsm_forwarder.drivers.base import Driver
 #: driver name -> "module:Class"
 DRIVERS: dict[str, str] = {
     "kernel": "nsm_forwarder.drivers.kernel.driver:KernelDriver",
+    "vpp": "nsm_forwarder.drivers.vpp.driver:VppDriver",
 }
 
 

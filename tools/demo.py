@@ -7,7 +7,9 @@ What it does, printing each step with its time:
   3. asks the forwarder over its unix-socket gRPC API for a cross-connect between the pods;
   4. pings the endpoint from the client through it;
   5. closes the cross-connect, stops the forwarder (it unregisters), removes everything.
-Exit 0 when every step worked; without root, one clear message and exit 1.
+Exit 0 when every step worked; without root, one clear message and exit 1. ``--driver vpp`` does
+the same through a VPP already running in this network namespace (the forwarder's VPP driver:
+veth + af_packet ends joined by an L2 cross-connect in VPP).
 """
 
 from __future__ import annotations
@@ -94,7 +96,9 @@ def make_xcon(client_inode: int, endpoint_inode: int) -> crossconnect_pb2.CrossC
     )
 
 
-async def _demo(workdir: str, pods: list[str], keep_logs: bool) -> None:
+async def _demo(
+    workdir: str, pods: list[str], keep_logs: bool, driver: str, settings: dict[str, str]
+) -> None:
     steps = Steps()
     client, endpoint = pods
     registrar_sock = os.path.join(workdir, "registrar.sock")
@@ -119,6 +123,9 @@ async def _demo(workdir: str, pods: list[str], keep_logs: bool) -> None:
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed in finally
     try:
 
+        def forwarder_exited() -> bool:
+            return forwarder is not None and forwarder.returncode is not None
+
         async def start_forwarder() -> str:
             nonlocal forwarder
             env = dict(os.environ)
@@ -131,6 +138,8 @@ async def _demo(workdir: str, pods: list[str], keep_logs: bool) -> None:
                 INSECURE="true",
                 NSM_FORWARDER_HEALTH_PORT="0",
                 NSM_FORWARDER_REREGISTER_INTERVAL="1s",
+                NSM_FORWARDER_DRIVER=driver,
+                **settings,
             )
             forwarder = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -141,11 +150,18 @@ async def _demo(workdir: str, pods: list[str], keep_logs: bool) -> None:
                 stdout=log_file,
                 stderr=log_file,
             )
-            await registrar.wait_for(lambda: "demo-forwarder" in registrar.mechanisms, 30)
+            await registrar.wait_for(
+                lambda: "demo-forwarder" in registrar.mechanisms or forwarder_exited(), 30
+            )
+            if "demo-forwarder" not in registrar.mechanisms:
+                raise DemoFailed("the forwarder exited at start (its log follows)")
             update = registrar.mechanisms["demo-forwarder"]
             local = ",".join(m.type for m in update.local_mechanisms)
             remote = ",".join(m.type for m in update.remote_mechanisms)
-            return f"registered as demo-forwarder; mechanisms local [{local}] remote [{remote}]"
+            return (
+                f"registered as demo-forwarder (driver {driver}); mechanisms local [{local}] "
+                f"remote [{remote}]"
+            )
 
         await steps.run("start the forwarder and wait for it to register", start_forwarder)
         async with grpc.aio.insecure_channel("unix://" + forwarder_sock) as channel:
@@ -217,7 +233,11 @@ async def _demo(workdir: str, pods: list[str], keep_logs: bool) -> None:
     print(f"[{time.monotonic() - steps.start:7.3f}s] demo completed")
 
 
-def run_demo(keep_logs: bool = False) -> int:
+def run_demo(
+    keep_logs: bool = False, driver: str = "kernel", settings: dict[str, str] | None = None
+) -> int:
+    """Run the demo; ``driver`` vpp uses a VPP running in this network namespace (its sockets
+    named by ``settings``, environment variables of the forwarder's VPP settings)."""
     if os.geteuid() != 0:
         print(
             "nsm-forwarder demo needs root: it creates network namespaces and veth interfaces "
@@ -236,7 +256,7 @@ def run_demo(keep_logs: bool = False) -> int:
     tag = f"nsmdemo{os.getpid() % 100000}"
     pods = [f"{tag}-client", f"{tag}-endpoint"]
     try:
-        asyncio.run(_demo(workdir, pods, keep_logs))
+        asyncio.run(_demo(workdir, pods, keep_logs, driver, settings or {}))
         return 0
     except DemoFailed as exc:
         print(f"nsm-forwarder demo failed: {exc}", file=sys.stderr)

@@ -14,6 +14,7 @@ SAMPLES: list[m.Message] = [
     m.CloseXconn(xcon=b""),
     m.XconnClosed(id="x", known=True),
     m.MarkDown(sides=["source"]),
+    m.Rebuild(why="a data-plane restart"),
     m.QueryIdle(),
     m.XconnUpdated(xcon=b"abc"),
     m.XconnDeleted(xcon=b"abc"),

@@ -1,0 +1,41 @@
+"""Checksum offload of one interface, through the SIOCETHTOOL ioctl inside its namespace.
+
+A veth whose other end is read by an AF_PACKET socket (VPP's af_packet) must not leave TX
+checksums to "hardware": nobody would fill them in, and the receiver drops the packets.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import struct
+
+from nsm_forwarder.drivers.errors import DriverError
+from nsm_forwarder.drivers.linux import netns
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17  # set TX checksum offload
+ETHTOOL_SRXCSUM = 0x15  # set RX checksum offload
+IFNAMSIZ = 16
+
+
+def _set(sock_fd: int, ifname: str, cmd: int, value: int) -> None:
+    data = ctypes.create_string_buffer(struct.pack("II", cmd, value))
+    ifreq = struct.pack(f"{IFNAMSIZ}sP", ifname.encode(), ctypes.addressof(data))
+    fcntl.ioctl(sock_fd, SIOCETHTOOL, ifreq)
+
+
+def checksum_offload_off(netns_fd: int, ifname: str) -> None:
+    """Turn TX and RX checksum offload off on ``ifname`` in namespace fd ``netns_fd``."""
+    sock = netns.inet_socket(netns_fd)
+    try:
+        for cmd in (ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM):
+            try:
+                _set(sock.fileno(), ifname, cmd, 0)
+            except OSError as exc:
+                raise DriverError(
+                    f"turn checksum offload off on {ifname}: {os.strerror(exc.errno or 0)}"
+                ) from None
+    finally:
+        sock.close()

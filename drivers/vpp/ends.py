@@ -1,0 +1,391 @@
+"""The VPP interface of each kind of end, built step by step with undo.
+
+Every VPP interface is tagged ``nsm:<forwarder>/<id>:<side>.<role>`` (``sw_interface_tag_add_del``),
+so the tag alone says which cross-connect, which end and what kind of object it is:
+
+- ``<side>.afp``: an ``af_packet`` interface on the node end of a veth whose other end is the
+  pod's interface (the node end is a Linux interface named :func:`host_name`, tagged
+  ``<side>.host``; the pod end is tagged ``<side>`` as with the kernel driver);
+- ``<side>.tap``: a tap (``tap_create_v3``) whose host side VPP puts into the pod under the
+  requested name (used where ``/dev/vhost-net`` exists);
+- ``<side>.memif``: a memif on ``<NSM_BASEDIR>/<workspace>/<socketfile>``, master on the client
+  side, slave on the endpoint side;
+- ``<side>.vxlan``: the VXLAN tunnel that stands for the remote end ``<side>``.
+
+Each builder pushes the undo of every step onto the caller's :class:`UndoStack` and returns the
+new interface's ``sw_if_index``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import os
+import stat
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from nsm_forwarder.drivers.base import TAG_GROUP, tag
+from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
+from nsm_forwarder.drivers.linux import addressing, ethtool, netns
+from nsm_forwarder.drivers.linux.ends import make_room, open_pods
+from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step
+from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.undo import UndoStack
+from nsm_forwarder.drivers.shapes import End, MemifEnd, VxlanTunnel
+from nsm_forwarder.drivers.vpp.api import NONE, VppApi, VppRefused
+
+log = logging.getLogger(__name__)
+
+#: VPP's tag field is a string[64]: 63 bytes and the NUL.
+TAG_MAX = 63
+AF_PACKET_MODE_ETHERNET = 1
+MEMIF_ROLE_MASTER, MEMIF_ROLE_SLAVE = 0, 1
+MEMIF_MODE_ETHERNET = 0
+#: every memif of ours is interface 0 of its own socket
+MEMIF_ID = 0
+IF_ADMIN_UP = 1
+#: VPP's retval for "no such entry" (deleting something already gone).
+GONE_RETVALS = frozenset({-2, -6, -3})  # INVALID_SW_IF_INDEX, NO_SUCH_ENTRY, NO_SUCH_FIB
+
+
+def vpp_tag(xid: str, side: str, role: str) -> str:
+    """The tag of the VPP interface playing ``role`` for end ``side`` of ``xid``."""
+    text = tag(xid, f"{side}.{role}")
+    if len(text.encode()) > TAG_MAX:
+        raise InvalidRequest(
+            f"cross-connect id {xid!r} is too long for a VPP interface tag "
+            f"({len(text.encode())} bytes with the forwarder name; VPP keeps {TAG_MAX})"
+        )
+    return text
+
+
+def host_name(xid: str, side: str) -> str:
+    """The node-namespace name of the veth end VPP's af_packet reads (15 bytes, unique per
+    forwarder, id and side)."""
+    digest = hashlib.sha256(tag(xid, side).encode()).hexdigest()
+    return f"nsv{digest[:12]}"
+
+
+@dataclass
+class Context:
+    """What every builder needs: the VPP connection, the node namespace, the settings."""
+
+    vpp: VppApi
+    node: NodeNetns
+    use_tap: bool = False
+    vxlan_port: int = 4789
+
+
+def ignore_gone_vpp(action: Any) -> Any:
+    """An undo that treats "already gone" answers of VPP as done."""
+
+    def run() -> None:
+        try:
+            action()
+        except VppRefused as exc:
+            if exc.retval not in GONE_RETVALS:
+                raise
+
+    return run
+
+
+def set_up(ctx: Context, sw_if_index: int, what: str) -> None:
+    with step(f"set {what} up"):
+        ctx.vpp.call("sw_interface_set_flags", sw_if_index=sw_if_index, flags=IF_ADMIN_UP)
+
+
+def set_tag(ctx: Context, sw_if_index: int, text: str) -> None:
+    with step(f"tag VPP interface {sw_if_index} {text}"):
+        ctx.vpp.call("sw_interface_tag_add_del", is_add=True, sw_if_index=sw_if_index, tag=text)
+
+
+# -- kernel-interface ends --------------------------------------------------------------------
+
+
+def build_kernel_end(ctx: Context, xid: str, end: End, mtu: int, undo: UndoStack) -> int:
+    """The pod gets ``end.name`` (tap or veth), configured like the kernel driver's; VPP gets
+    the interface on its side. Returns that VPP interface's sw_if_index."""
+    with ExitStack() as stack:
+        pod_fd, ipr_pod = open_pods(stack, end.inode)[end.inode]
+        make_room(xid, (ipr_pod, end))
+        if ctx.use_tap:
+            index = _build_tap(ctx, xid, end, mtu, undo)
+        else:
+            index = _build_veth_af_packet(ctx, xid, end, mtu, pod_fd, ipr_pod, undo)
+        with step(f"look up {end.name} in netns {end.inode}"):
+            link = get_link(ipr_pod, ifname=end.name)
+        if link is None:
+            raise DriverError(f"{end.name} is missing from netns {end.inode}")
+        changes: dict[str, Any] = {"ifalias": tag(xid, end.side), "group": TAG_GROUP}
+        with step(f"tag and set up {end.name} in netns {end.inode}"):
+            ipr_pod.link("set", index=link.index, state="up", **changes)
+        # addresses, routes and neighbours go with the interface: the undo that deletes it
+        # (pushed above) is all they need, and this namespace's socket closes on return
+        addressing.configure(ipr_pod, end, link.index, UndoStack())
+        return index
+
+
+def _build_veth_af_packet(
+    ctx: Context, xid: str, end: End, mtu: int, pod_fd: int, ipr_pod: Any, undo: UndoStack
+) -> int:
+    host = host_name(xid, end.side)
+    common: dict[str, Any] = {"group": TAG_GROUP}
+    if mtu:
+        common["mtu"] = mtu
+    with ExitStack() as stack:
+        ipr_node = stack.enter_context(netns.iproute_in(ctx.node.fd()))
+        stale = get_link(ipr_node, ifname=host)
+        if stale is not None:
+            if not stale.owned_as(tag(xid, f"{end.side}.host")):
+                raise DriverError(f"interface {host} in the node netns is not ours")
+            with step(f"delete stale {host} in the node netns and its af_packet"):
+                ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host))()
+                ignore_gone(lambda: ipr_node.link("del", index=stale.index))()
+        what = f"create veth {host} (node netns) / {end.name} (netns {end.inode})"
+        with step(what):
+            ipr_node.link(
+                "add",
+                ifname=host,
+                kind="veth",
+                peer={"ifname": end.name, "net_ns_fd": pod_fd, **common},
+                **common,
+            )
+        undo.push(
+            f"delete veth {host} in the node netns",
+            ignore_gone(lambda: _delete_in(ctx.node.fd(), host)),
+        )
+        with step(f"tag and set up {host} in the node netns"):
+            ipr_node.link("set", ifname=host, ifalias=tag(xid, f"{end.side}.host"), state="up")
+    with step(f"turn checksum offload off on {host} and {end.name}"):
+        ethtool.checksum_offload_off(ctx.node.fd(), host)
+        ethtool.checksum_offload_off(pod_fd, end.name)
+    # pushed first, by name: a create whose reply was lost (the connection dropped) is undone too
+    undo.push(
+        f"delete VPP af_packet host-{host}",
+        ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host)),
+    )
+    with step(f"create VPP af_packet on {host}"):
+        reply = ctx.vpp.call(
+            "af_packet_create_v3",
+            mode=AF_PACKET_MODE_ETHERNET,
+            use_random_hw_addr=True,
+            host_if_name=host,
+            rx_frame_size=2048,
+            tx_frame_size=2048,
+            rx_frames_per_block=32,
+            tx_frames_per_block=32,
+            flags=0,
+            num_rx_queues=1,
+            num_tx_queues=1,
+        )
+    index = int(reply.sw_if_index)
+    set_tag(ctx, index, vpp_tag(xid, end.side, "afp"))
+    set_up(ctx, index, f"host-{host}")
+    return index
+
+
+def _delete_in(netns_fd: int, name: str) -> None:
+    with netns.iproute_in(netns_fd) as ipr:
+        ipr.link("del", ifname=name)
+
+
+def _build_tap(ctx: Context, xid: str, end: End, mtu: int, undo: UndoStack) -> int:
+    path = netns.all_namespaces().get(end.inode)
+    if path is None:
+        raise DriverError(f"no path to netns {end.inode} for VPP's tap")
+    tap_tag = vpp_tag(xid, end.side, "tap")
+    undo.push(f"delete VPP tap {tap_tag}", ignore_gone_vpp(lambda: delete_tagged(ctx, tap_tag)))
+    with step(f"create VPP tap with {end.name} in netns {end.inode}"):
+        reply = ctx.vpp.call(
+            "tap_create_v3",
+            id=NONE,
+            use_random_mac=True,
+            host_if_name_set=True,
+            host_if_name=end.name,
+            host_namespace_set=True,
+            host_namespace=path,
+            host_mtu_set=bool(mtu),
+            host_mtu_size=mtu or 0,
+            tag=tap_tag,
+        )
+    index = int(reply.sw_if_index)
+    set_up(ctx, index, f"tap {index}")
+    return index
+
+
+# -- memif ends -------------------------------------------------------------------------------
+
+
+def build_memif_end(ctx: Context, xid: str, end: MemifEnd, undo: UndoStack) -> int:
+    """A memif on the end's socket: master on the client side (the socket's directory is made
+    here), slave on the endpoint side (the endpoint listens)."""
+    if end.master:
+        with step(f"create directory {os.path.dirname(end.socket)}"):
+            os.makedirs(os.path.dirname(end.socket), mode=0o755, exist_ok=True)
+    socket_id = memif_socket_id(ctx, end.socket)
+    if socket_id is None:
+        undo.push(
+            f"unregister memif socket {end.socket}",
+            ignore_gone_vpp(lambda: delete_memif_socket_of(ctx, end.socket)),
+        )
+        with step(f"register memif socket {end.socket}"):
+            reply = ctx.vpp.call(
+                "memif_socket_filename_add_del_v2",
+                is_add=True,
+                socket_id=NONE,
+                socket_filename=end.socket,
+            )
+        socket_id = int(reply.socket_id)
+    else:
+        _clear_stale_memif(ctx, xid, end, socket_id)
+    sid = socket_id
+    undo.push(f"delete memif {sid}/0", ignore_gone_vpp(lambda: delete_memif_on(ctx, sid, MEMIF_ID)))
+    role = MEMIF_ROLE_MASTER if end.master else MEMIF_ROLE_SLAVE
+    with step(f"create memif on {end.socket} ({'master' if end.master else 'slave'})"):
+        reply = ctx.vpp.call(
+            "memif_create_v2",
+            role=role,
+            mode=MEMIF_MODE_ETHERNET,
+            rx_queues=1,
+            tx_queues=1,
+            id=MEMIF_ID,
+            socket_id=socket_id,
+            ring_size=1024,
+            buffer_size=2048,
+            no_zero_copy=False,
+            use_dma=False,
+            secret="",
+        )
+    index = int(reply.sw_if_index)
+    set_tag(ctx, index, vpp_tag(xid, end.side, "memif"))
+    set_up(ctx, index, f"memif {index}")
+    return index
+
+
+def memif_socket_id(ctx: Context, path: str) -> int | None:
+    for detail in ctx.vpp.dump("memif_socket_filename_dump"):
+        if str(detail.socket_filename) == path:
+            return int(detail.socket_id)
+    return None
+
+
+def _clear_stale_memif(ctx: Context, xid: str, end: MemifEnd, socket_id: int) -> None:
+    """A memif of ours for this id on this socket (an interrupted apply) goes; anybody else's
+    makes the request fail."""
+    for detail in ctx.vpp.dump("memif_dump"):
+        if int(detail.socket_id) != socket_id or int(detail.id) != MEMIF_ID:
+            continue
+        index = int(detail.sw_if_index)
+        tags = {str(d.tag) for d in ctx.vpp.dump("sw_interface_dump", sw_if_index=index)}
+        if tags - {"", vpp_tag(xid, end.side, "memif")}:
+            raise AlreadyExists(f"memif socket {end.socket} is already in use by VPP")
+        with step(f"delete stale memif {index} on {end.socket}"):
+            ctx.vpp.call("memif_delete", sw_if_index=index)
+
+
+def delete_memif_on(ctx: Context, socket_id: int, memif_id: int) -> None:
+    for detail in ctx.vpp.dump("memif_dump"):
+        if int(detail.socket_id) == socket_id and int(detail.id) == memif_id:
+            delete_memif(ctx, int(detail.sw_if_index))
+
+
+def delete_memif(ctx: Context, index: int) -> None:
+    """Delete memif ``index``, unregister its socket when no memif uses it any more, and, where
+    VPP was the master (it made the socket file, and leaves it behind), remove the file."""
+    found = [m for m in ctx.vpp.dump("memif_dump") if int(m.sw_if_index) == index]
+    ctx.vpp.call("memif_delete", sw_if_index=index)
+    if not found:
+        return
+    socket_id, master = int(found[0].socket_id), int(found[0].role) == MEMIF_ROLE_MASTER
+    path = next(
+        (
+            str(d.socket_filename)
+            for d in ctx.vpp.dump("memif_socket_filename_dump")
+            if int(d.socket_id) == socket_id
+        ),
+        None,
+    )
+    delete_memif_socket(ctx, socket_id)
+    if master and path and path.startswith("/") and memif_socket_id(ctx, path) is None:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+
+
+def delete_memif_socket_of(ctx: Context, path: str) -> None:
+    socket_id = memif_socket_id(ctx, path)
+    if socket_id is not None:
+        delete_memif_socket(ctx, socket_id)
+
+
+def delete_tagged(ctx: Context, text: str) -> None:
+    """Delete the tap tagged ``text``, if VPP has one."""
+    for detail in ctx.vpp.dump("sw_interface_dump", sw_if_index=NONE):
+        if str(detail.tag) == text:
+            ctx.vpp.call("tap_delete_v2", sw_if_index=int(detail.sw_if_index))
+
+
+def delete_memif_socket(ctx: Context, socket_id: int) -> None:
+    """Unregister a memif socket no memif uses any more (socket 0 is VPP's default)."""
+    if socket_id == 0:
+        return
+    if any(int(m.socket_id) == socket_id for m in ctx.vpp.dump("memif_dump")):
+        return
+    ctx.vpp.call("memif_socket_filename_add_del_v2", is_add=False, socket_id=socket_id)
+
+
+# -- VXLAN ------------------------------------------------------------------------------------
+
+
+def vxlan_args(ctx: Context, tunnel: VxlanTunnel) -> dict[str, Any]:
+    return {
+        "instance": NONE,
+        "src_address": ipaddress.ip_address(tunnel.local_ip),
+        "dst_address": ipaddress.ip_address(tunnel.remote_ip),
+        "src_port": ctx.vxlan_port,
+        "dst_port": ctx.vxlan_port,
+        "mcast_sw_if_index": NONE,
+        "encap_vrf_id": 0,
+        "decap_next_index": NONE,
+        "vni": tunnel.vni,
+        "is_l3": False,
+    }
+
+
+def build_vxlan(ctx: Context, xid: str, side: str, tunnel: VxlanTunnel, undo: UndoStack) -> int:
+    """The VXLAN tunnel standing for remote end ``side``: local -> remote, the mechanism's VNI,
+    the configured UDP port."""
+    args = vxlan_args(ctx, tunnel)
+    what = f"create VPP vxlan vni {tunnel.vni} {tunnel.local_ip} -> {tunnel.remote_ip}"
+    undo.push(
+        f"delete VPP vxlan vni {tunnel.vni}",
+        ignore_gone_vpp(lambda: ctx.vpp.call("vxlan_add_del_tunnel_v3", is_add=False, **args)),
+    )
+    with step(what):
+        reply = ctx.vpp.call("vxlan_add_del_tunnel_v3", is_add=True, **args)
+    index = int(reply.sw_if_index)
+    set_tag(ctx, index, vpp_tag(xid, side, "vxlan"))
+    set_up(ctx, index, f"vxlan {index}")
+    return index
+
+
+def xconnect(ctx: Context, a: int, b: int, undo: UndoStack) -> None:
+    """Join two VPP interfaces with an L2 cross-connect in both directions."""
+    for rx, tx in ((a, b), (b, a)):
+        with step(f"l2 xconnect {rx} -> {tx}"):
+            ctx.vpp.call("sw_interface_set_l2_xconnect", rx_sw_if_index=rx, tx_sw_if_index=tx)
+        undo.push(
+            f"l2 xconnect {rx} -> {tx} off",
+            ignore_gone_vpp(
+                lambda rx=rx, tx=tx: ctx.vpp.call(
+                    "sw_interface_set_l2_xconnect",
+                    rx_sw_if_index=rx,
+                    tx_sw_if_index=tx,
+                    enable=False,
+                )
+            ),
+        )
