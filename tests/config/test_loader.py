@@ -210,7 +210,7 @@ def test_SettingsError_carries_the_details() -> None:
         ("NSM_FORWARDER_WORKERS", "two", "must be an integer"),
         ("NSM_FORWARDER_HEALTH_PORT", "65536", "must be <= 65535"),
         ("NSM_FORWARDER_MTU", "67", "must be >= 68"),
-        ("NSM_FORWARDER_DRIVER", "vpp", "must be 'kernel'"),
+        ("NSM_FORWARDER_DRIVER", "dpdk", "must be 'kernel' or 'vpp'"),
         ("NSM_FORWARDER_LOG_LEVEL", "loud", "must be DEBUG, INFO, WARNING or ERROR"),
         ("FORWARDER_SOCKET_TYPE", "udp", "must be 'unix' or 'tcp'"),
         ("FORWARDER_REGISTRAR_SOCKET_TYPE", "UNIX", "must be 'unix' or 'tcp'"),

@@ -62,6 +62,11 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "mtu",
         "vxlan_port",
         "wireguard_backend",
+        "vpp_api_socket",
+        "vpp_api_dir",
+        "vpp_stats_socket",
+        "vpp_connect_timeout",
+        "vpp_uplink",
         "reregister_interval",
         "operation_timeout",
         "registrar_timeout",
@@ -119,6 +124,7 @@ UPSTREAM = [
     ),
     ("INSECURE", "true", "insecure", True),
     ("TRACER_ENABLED", "0", "tracer_enabled", False),
+    ("FORWARDER_ALLOW_VHOST", "false", "allow_vhost", False),
 ]
 
 
