@@ -29,6 +29,7 @@ from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.egress import find_egress
 from nsm_forwarder.drivers.linux.links import step
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.stats import read_stats
 from nsm_forwarder.drivers.linux.sweep import sweep_tagged, tagged_links
 from nsm_forwarder.drivers.shapes import REMOTE_KINDS, LocalPlan, parse_plan
@@ -48,7 +49,9 @@ class KernelDriver:
         self.config: dict[str, Any] = {}
         self.node = NodeNetns()
         #: what init found for tunnels (egress interface, VXLAN port, WireGuard backend)
-        self.underlay = Underlay(self.node)
+        #: netlink sockets per namespace, kept between calls
+        self.sockets = NetnsSockets()
+        self.underlay = Underlay(self.node, self.sockets)
 
     # -- init ------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ class KernelDriver:
     def apply(self, plan: Plan) -> Applied:
         typed = parse_plan(plan)
         if isinstance(typed, LocalPlan):
-            return apply_local(typed)
+            return apply_local(self.sockets, typed)
         return apply_remote(self.underlay, typed)
 
     def remove(self, applied: Applied) -> None:
@@ -107,13 +110,13 @@ class KernelDriver:
         if applied.get("kind") in REMOTE_KINDS:
             remove_remote(self.underlay, applied)
         else:
-            remove_local(applied)
+            remove_local(self.sockets, applied)
 
     # -- observe ---------------------------------------------------------------------------
 
     def stats(self, entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
         """See :class:`~nsm_forwarder.drivers.base.Driver`."""
-        return read_stats(entries)
+        return read_stats(self.sockets, entries)
 
     def sweep(self, found: list[dict[str, Any]]) -> int:
         """See :class:`~nsm_forwarder.drivers.base.Driver`.

@@ -9,39 +9,45 @@ unwinds all of them and raises the first error, so a failed apply leaves nothing
 
 from __future__ import annotations
 
+import errno
 import logging
+import random
 import time
-from contextlib import ExitStack
 from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, tag
 from nsm_forwarder.drivers.errors import DriverError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
-from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.linux.links import ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.linux.rtnl import Rtnl
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import SIDES, LocalPlan, check_inode, kernel_end
 
 log = logging.getLogger(__name__)
 
+#: ifindexes are drawn from here (the kernel numbers from 1 up; a clash is retried)
+FIRST_INDEX, LAST_INDEX = 1 << 20, 1 << 30
+MAX_TRIES = 5
+_RANDOM = random.SystemRandom()
 
-def apply_local(plan: LocalPlan) -> Applied:
+
+def apply_local(sockets: NetnsSockets, plan: LocalPlan) -> Applied:
     src, dst = kernel_end(plan.src), kernel_end(plan.dst)
     started = time.perf_counter()
-    with ExitStack() as stack:
-        pods = open_pods(stack, src.inode, dst.inode)
-        ipr_src, ipr_dst = pods[src.inode][1], pods[dst.inode][1]
-        make_room(plan.id, (ipr_src, src), (ipr_dst, dst))
-        undo = UndoStack()
-        try:
-            src_index, dst_index = _build(plan, ipr_src, ipr_dst, pods[dst.inode][0], undo)
-        except BaseException as exc:
-            log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
-            undo.unwind()
-            if isinstance(exc, Exception):
-                raise to_forwarder_error(exc, f"apply {plan.id}") from exc
-            raise
-        undo.clear()
+    pods = open_pods(sockets, src.inode, dst.inode)
+    undo = UndoStack()
+    try:
+        src_index, dst_index = _build(plan, sockets, pods, undo)
+    except BaseException as exc:
+        log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
+        undo.unwind()
+        if isinstance(exc, Exception):
+            raise to_forwarder_error(exc, f"apply {plan.id}") from exc
+        raise
     log.debug("applied %s in %.1f ms", plan.id, (time.perf_counter() - started) * 1e3)
     return {
         "id": plan.id,
@@ -52,46 +58,63 @@ def apply_local(plan: LocalPlan) -> Applied:
 
 
 def _build(
-    plan: LocalPlan, ipr_src: Any, ipr_dst: Any, fd_dst: int, undo: UndoStack
+    plan: LocalPlan, sockets: NetnsSockets, pods: dict[int, tuple[int, Any]], undo: UndoStack
 ) -> tuple[int, int]:
+    """Four kinds of message, none of them a look-up: the pair with both ifindexes chosen here
+    (its source end up), each end's tag (the peer up with it), then addresses, routes and
+    neighbours, on the namespaces' raw rtnetlink sockets."""
     xid, src, dst = plan.id, kernel_end(plan.src), kernel_end(plan.dst)
-    common: dict[str, Any] = {"group": TAG_GROUP}
-    if plan.mtu:
-        common["mtu"] = plan.mtu
+    rt_src, rt_dst = sockets.raw(src.inode), sockets.raw(dst.inode)
     what = f"create veth {src.name} (netns {src.inode}) / {dst.name} (netns {dst.inode})"
     with step(what):
-        # IFF_UP is fine on this end; on the peer it fails (ENOTCONN): brought up below
-        ipr_src.link(
-            "add",
-            ifname=src.name,
-            kind="veth",
-            state="up",
-            peer={"ifname": dst.name, "net_ns_fd": fd_dst, **common},
-            **common,
-        )
+        src_index, dst_index = _create_pair(plan, pods, rt_src, what)
     # deleting one end deletes the pair (and every address, route, neighbour on it)
     undo.push(
         f"delete veth {src.name} in netns {src.inode}",
-        ignore_gone(lambda: ipr_src.link("del", ifname=src.name)),
+        ignore_gone(lambda: rt_src.del_link(src_index)),
     )
-
-    with step(f"look up new {src.name} in netns {src.inode}"):
-        src_link = get_link(ipr_src, ifname=src.name)
-    with step(f"look up new {dst.name} in netns {dst.inode}"):
-        dst_link = get_link(ipr_dst, ifname=dst.name)
-    if src_link is None or dst_link is None:
-        raise DriverError(f"{what}: created veth end vanished")
     with step(f"tag {src.name} in netns {src.inode}"):
-        ipr_src.link("set", index=src_link.index, ifalias=tag(xid, "src"))
+        rt_src.set_link(src_index, alias=tag(xid, "src"))
     with step(f"tag and set up {dst.name} in netns {dst.inode}"):
-        ipr_dst.link("set", index=dst_link.index, ifalias=tag(xid, "dst"), state="up")
+        rt_dst.set_link(dst_index, alias=tag(xid, "dst"), up=True)
+    addressing.configure(rt_src, src, src_index, undo)
+    addressing.configure(rt_dst, dst, dst_index, undo)
+    return src_index, dst_index
 
-    addressing.configure(ipr_src, src, src_link.index, undo)
-    addressing.configure(ipr_dst, dst, dst_link.index, undo)
-    return src_link.index, dst_link.index
+
+def _create_pair(
+    plan: LocalPlan, pods: dict[int, tuple[int, Any]], rt_src: Rtnl, what: str
+) -> tuple[int, int]:
+    """Create the veth pair under random free ifindexes; (source, destination) ifindex.
+
+    A name already taken (EEXIST) is looked at only then: a foreign interface refuses the
+    request, a stale one of this id is deleted and the pair made again."""
+    src, dst = kernel_end(plan.src), kernel_end(plan.dst)
+    for attempt in range(MAX_TRIES):
+        indexes = (
+            _RANDOM.randrange(FIRST_INDEX, LAST_INDEX),
+            _RANDOM.randrange(FIRST_INDEX, LAST_INDEX),
+        )
+        try:
+            rt_src.new_veth(
+                src.name,
+                indexes[0],
+                dst.name,
+                indexes[1],
+                pods[dst.inode][0],
+                mtu=plan.mtu,
+                group=TAG_GROUP,
+            )
+            return indexes
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST and attempt == 0:
+                make_room(plan.id, (pods[src.inode][1], src), (pods[dst.inode][1], dst))
+            elif exc.code != errno.EBUSY:  # EBUSY: an ifindex is taken; draw again
+                raise
+    raise DriverError(f"{what}: no free interface index after {MAX_TRIES} tries")
 
 
-def remove_local(record: dict[str, Any]) -> None:
+def remove_local(sockets: NetnsSockets, record: dict[str, Any]) -> None:
     """Remove both ends an applied record (or a plan, maybe half applied) of a local
     cross-connect names; missing interfaces or namespaces are not errors."""
     xid: str = record["id"]
@@ -101,5 +124,5 @@ def remove_local(record: dict[str, Any]) -> None:
         if not isinstance(end, dict):
             raise InvalidRequest(f"applied record {xid}: {side} end missing")
         inode = check_inode(end.get("inode"), f"applied record {xid} {side} end")
-        remove_end_in(inode, xid, side, end.get("name"), end.get("ifindex"))
+        remove_end_in(sockets, inode, xid, side, end.get("name"), end.get("ifindex"))
     log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)

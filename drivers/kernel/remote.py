@@ -31,7 +31,6 @@ import errno
 import logging
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +39,12 @@ from pyroute2.netlink.exceptions import NetlinkError
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
 from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
-from nsm_forwarder.drivers.linux import addressing, netns
+from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.egress import Egress
-from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
+from nsm_forwarder.drivers.linux.ends import make_room, remove_end_in
 from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step, to_forwarder_error
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import (
     End,
@@ -67,6 +67,7 @@ class Underlay:
     """What the driver's ``init`` found and chose for tunnels on this node."""
 
     node: NodeNetns
+    sockets: NetnsSockets
     egress: Egress | None = None
     vxlan_port: int = DEFAULT_VXLAN_PORT
     #: how WIREGUARD tunnels are built: wgselect.KERNEL, USERSPACE or None (not offered)
@@ -81,37 +82,36 @@ def apply_remote(under: Underlay, plan: RemotePlan) -> Applied:
     started = time.perf_counter()
     end = kernel_end(plan.end)
     device = ""
-    with ExitStack() as stack:
-        pod_fd, ipr_pod = open_pods(stack, end.inode)[end.inode]
-        ipr_node = stack.enter_context(netns.iproute_in(under.node.fd()))
-        make_room(plan.id, (ipr_pod, end))
-        if isinstance(plan.tunnel, WireguardTunnel):
-            if under.wireguard is None:  # not advertised either (see KernelDriver.init)
-                raise InvalidRequest("WIREGUARD is not available on this node")
-            device = under.device(plan.id, plan.side)
-            _clear_device(ipr_node, device, plan.id, "a stale")
-        undo = UndoStack()
-        try:
-            if isinstance(plan.tunnel, VxlanTunnel):
-                index = _build_vxlan(under, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
-            else:
-                index = _build_wireguard(under, plan, device, ipr_node, ipr_pod, pod_fd, undo)
-            with step(f"tag and set up {end.name} in netns {end.inode}"):
-                try:
-                    ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
-                except NetlinkError as exc:
-                    # a kernel WireGuard device binds its listen port only now
-                    if exc.code == errno.EADDRINUSE and isinstance(plan.tunnel, WireguardTunnel):
-                        raise wireguard.port_in_use(plan.tunnel.listen_port) from None
-                    raise
-            addressing.configure(ipr_pod, end, index, undo)
-        except BaseException as exc:
-            log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
-            undo.unwind()
-            if isinstance(exc, Exception):
-                raise to_forwarder_error(exc, f"apply {plan.id}") from exc
-            raise
-        undo.clear()
+    pod_fd, ipr_pod = under.sockets.get(end.inode)
+    ipr_node = under.sockets.keep(under.node.fd())
+    make_room(plan.id, (ipr_pod, end))
+    if isinstance(plan.tunnel, WireguardTunnel):
+        if under.wireguard is None:  # not advertised either (see KernelDriver.init)
+            raise InvalidRequest("WIREGUARD is not available on this node")
+        device = under.device(plan.id, plan.side)
+        _clear_device(ipr_node, device, plan.id, "a stale")
+    undo = UndoStack()
+    try:
+        if isinstance(plan.tunnel, VxlanTunnel):
+            index = _build_vxlan(under, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
+        else:
+            index = _build_wireguard(under, plan, device, ipr_node, ipr_pod, pod_fd, undo)
+        with step(f"tag and set up {end.name} in netns {end.inode}"):
+            try:
+                ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
+            except NetlinkError as exc:
+                # a kernel WireGuard device binds its listen port only now
+                if exc.code == errno.EADDRINUSE and isinstance(plan.tunnel, WireguardTunnel):
+                    raise wireguard.port_in_use(plan.tunnel.listen_port) from None
+                raise
+        addressing.configure(ipr_pod, end, index, undo)
+    except BaseException as exc:
+        log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
+        undo.unwind()
+        if isinstance(exc, Exception):
+            raise to_forwarder_error(exc, f"apply {plan.id}") from exc
+        raise
+    undo.clear()
     log.debug(
         "applied %s (%s) in %.1f ms", plan.id, plan.kind, (time.perf_counter() - started) * 1e3
     )
@@ -202,6 +202,8 @@ def _build_wireguard(
         with step(configure):
             wgkernel.configure(under.node.fd(), device, tunnel)
     else:
+        with step(f"check that UDP port {tunnel.listen_port} is free"):
+            wireguard.check_port(tunnel.listen_port)
         # pushed first: a start that fails half-way (a launcher timeout) may still leave a daemon
         undo.push(f"stop {wireguard.BINARY} {device}", lambda: wireguard.stop(device))
         with step(f"start {wireguard.BINARY} {device}"):
@@ -247,11 +249,10 @@ def remove_remote(under: Underlay, record: Applied | Plan) -> None:
     if not isinstance(end, dict):
         raise InvalidRequest(f"record {xid}: local end missing")
     inode = check_inode(end.get("inode"), f"record {xid} local end")
-    remove_end_in(inode, xid, side, end.get("name"), end.get("ifindex"))
+    remove_end_in(under.sockets, inode, xid, side, end.get("name"), end.get("ifindex"))
     if record.get("kind") == "wireguard":
         device = record.get("device") or under.device(xid, side)
-        with netns.iproute_in(under.node.fd()) as ipr_node:
-            _clear_device(ipr_node, str(device), xid, "the")
+        _clear_device(under.sockets.keep(under.node.fd()), str(device), xid, "the")
     log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
 
 

@@ -270,6 +270,29 @@ def port_in_use(port: int) -> AlreadyExists:
     return AlreadyExists(f"WireGuard listen port {port} is already in use on this node")
 
 
+def check_port(port: int) -> None:
+    """AlreadyExists when UDP ``port`` is taken in the calling thread's namespace (the node's).
+
+    wireguard-go binds its port only while its device is up, and its UAPI reports a clash only
+    then; the device is configured before it is up (in the pod), so a clash would otherwise show
+    as nothing but a tunnel that never comes up. Probed on IPv4 and IPv6, as wireguard-go binds
+    both.
+    """
+    for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        probe = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise port_in_use(port) from None
+            if exc.errno != errno.EADDRNOTAVAIL:  # no IPv6 here: nothing to clash with
+                raise
+        finally:
+            probe.close()
+
+
 def configure(name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) -> None:
     """Private key, listen port and exactly one peer (the other node), allowed IPs all."""
     lines = [

@@ -1,7 +1,9 @@
 """Addresses, routes and permanent neighbours of one pod end, each step with its undo.
 
-The three ``add_*`` functions are module-level (looked up at call time by :func:`configure`), so
-tests can make one of them fail to check a rollback.
+Each step goes through a pyroute2 ``IPRoute`` or, on the hot path, an
+:class:`~nsm_forwarder.drivers.linux.rtnl.Rtnl` of the same namespace. The three ``add_*``
+functions are module-level (looked up at call time by :func:`configure`), so tests can make one
+of them fail to check a rollback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nsm_forwarder.drivers.linux.links import ignore_gone, step
+from nsm_forwarder.drivers.linux.rtnl import Rtnl
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import End, IPInterface, Neighbor, Route, family
 
@@ -18,6 +21,9 @@ RT_SCOPE_LINK = 253
 
 
 def add_address(ipr: Any, index: int, addr: IPInterface) -> Callable[[], None]:
+    if isinstance(ipr, Rtnl):
+        ipr.address(index, addr)
+        return ignore_gone(lambda: ipr.address(index, addr, add=False))
     kw: dict[str, Any] = {
         "index": index,
         "address": str(addr.ip),
@@ -33,6 +39,9 @@ def add_address(ipr: Any, index: int, addr: IPInterface) -> Callable[[], None]:
 
 
 def add_route(ipr: Any, index: int, route: Route) -> Callable[[], None]:
+    if isinstance(ipr, Rtnl):
+        ipr.route(index, route)
+        return ignore_gone(lambda: ipr.route(index, route, add=False))
     kw: dict[str, Any] = {"dst": str(route.net), "oif": index, "family": family(route.net.version)}
     if route.gateway is not None:
         kw["gateway"] = str(route.gateway)
@@ -43,6 +52,9 @@ def add_route(ipr: Any, index: int, route: Route) -> Callable[[], None]:
 
 
 def add_neighbor(ipr: Any, index: int, neigh: Neighbor) -> Callable[[], None]:
+    if isinstance(ipr, Rtnl):
+        ipr.neighbor(index, neigh)
+        return ignore_gone(lambda: ipr.neighbor(index, neigh, add=False))
     kw: dict[str, Any] = {
         "dst": str(neigh.ip),
         "ifindex": index,

@@ -7,32 +7,23 @@ tagged ``nsm:<forwarder>/<id>:<side>`` (:func:`~nsm_forwarder.drivers.base.tag`)
 from __future__ import annotations
 
 import logging
-import os
-from contextlib import ExitStack
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import tag
 from nsm_forwarder.drivers.errors import AlreadyExists, NotFound
-from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.links import GONE, Link, delete_link, get_link, step
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.shapes import End
 
 log = logging.getLogger(__name__)
 
 
-def open_pods(stack: ExitStack, *inodes: int) -> dict[int, tuple[int, Any]]:
-    """``{inode: (fd, IPRoute)}`` for each namespace named (each opened once), closed with
-    ``stack``. :class:`NotFound` if one of them does not exist."""
-    opened: dict[int, tuple[int, Any]] = {}
-    for inode in inodes:
-        if inode in opened:
-            continue
-        fd = netns.open_netns(inode)
-        stack.callback(os.close, fd)
-        opened[inode] = (fd, stack.enter_context(netns.iproute_in(fd)))
-    return opened
+def open_pods(sockets: NetnsSockets, *inodes: int) -> dict[int, tuple[int, Any]]:
+    """``{inode: (fd, IPRoute)}`` for each namespace named, from ``sockets`` (which keeps
+    them). :class:`NotFound` if one of them does not exist."""
+    return {inode: sockets.get(inode) for inode in inodes}
 
 
 def make_room(xid: str, *ends: tuple[Any, End]) -> None:
@@ -84,16 +75,14 @@ def remove_end(ipr: Any, xid: str, side: str, inode: int, name: Any, ifindex: An
         delete_link(ipr, link.index)
 
 
-def remove_end_in(inode: int, xid: str, side: str, name: Any, ifindex: Any) -> None:
+def remove_end_in(
+    sockets: NetnsSockets, inode: int, xid: str, side: str, name: Any, ifindex: Any
+) -> None:
     """:func:`remove_end` in namespace ``inode``; a namespace that is gone took the end with
     it."""
     try:
-        fd = netns.open_netns(inode)
+        _, ipr = sockets.get(inode)
     except NotFound:
         log.debug("remove %s: netns %d of the %s end is gone", xid, inode, side)
         return
-    try:
-        with netns.iproute_in(fd) as ipr:
-            remove_end(ipr, xid, side, inode, name, ifindex)
-    finally:
-        os.close(fd)
+    remove_end(ipr, xid, side, inode, name, ifindex)

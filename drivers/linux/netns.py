@@ -141,6 +141,11 @@ def open_netns(inode: int) -> int:
     raise NotFound(f"no network namespace with inode {inode}")
 
 
+def reachable(inode: int) -> bool:
+    """True while some path (a bind mount, a process) still leads to namespace ``inode``."""
+    return any(found == inode for found, _ in _scan())
+
+
 def open_path(path: str, inode: int) -> int | None:
     """Open a path returned by :func:`all_namespaces`; None if it no longer is that namespace."""
     return _open_checked(path, inode, _nsfs_dev())

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.errors import NotFound
-from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.links import GONE, step
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 
 #: NSM metric names (spec §4.9) and the kernel counters they come from.
 COUNTERS = {
@@ -23,7 +22,7 @@ COUNTERS = {
 }
 
 
-def read_stats(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def read_stats(sockets: NetnsSockets, entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Counters of each ``{"key", "inode", "name"}`` interface, keyed by ``key``.
 
     Interfaces or namespaces that no longer exist are left out (their pod is gone).
@@ -34,22 +33,18 @@ def read_stats(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     result: dict[str, dict[str, int]] = {}
     for inode, group in by_inode.items():
         try:
-            fd = netns.open_netns(inode)
+            _, ipr = sockets.get(inode)
         except NotFound:
             continue
-        try:
-            with netns.iproute_in(fd) as ipr:
-                for entry in group:
-                    with step(f"read counters of {entry['name']} in netns {inode}"):
-                        try:
-                            msg = ipr.link("get", ifname=entry["name"])[0]
-                        except NetlinkError as exc:
-                            if exc.code in GONE:
-                                continue
-                            raise
-                    stats = msg.get_attr("IFLA_STATS64")
-                    if stats is not None:
-                        result[entry["key"]] = {k: int(stats[v]) for k, v in COUNTERS.items()}
-        finally:
-            os.close(fd)
+        for entry in group:
+            with step(f"read counters of {entry['name']} in netns {inode}"):
+                try:
+                    msg = ipr.link("get", ifname=entry["name"])[0]
+                except NetlinkError as exc:
+                    if exc.code in GONE:
+                        continue
+                    raise
+            stats = msg.get_attr("IFLA_STATS64")
+            if stats is not None:
+                result[entry["key"]] = {k: int(stats[v]) for k, v in COUNTERS.items()}
     return result

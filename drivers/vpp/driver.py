@@ -27,6 +27,7 @@ from nsm_forwarder.drivers.linux.egress import Egress, find_egress
 from nsm_forwarder.drivers.linux.ends import remove_end_in
 from nsm_forwarder.drivers.linux.links import ignore_gone, step, to_forwarder_error
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.sweep import sweep_tagged, tagged_links
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import (
@@ -68,7 +69,8 @@ class VppDriver:
         self.node = NodeNetns()
         self.vpp = VppApi(DEFAULT_API_SOCKET, DEFAULT_API_DIR)
         self.counters = VppCounters(DEFAULT_STATS_SOCKET)
-        self.ctx = ends.Context(self.vpp, self.node)
+        self.sockets = NetnsSockets()
+        self.ctx = ends.Context(self.vpp, self.node, self.sockets)
         self.egress: Egress | None = None
         self.uplink_name = ""
         #: (connection number, sw_if_index) of the uplink, made again after a reconnect
@@ -92,7 +94,11 @@ class VppDriver:
         self.counters = VppCounters(str(config.get("vpp_stats_socket") or DEFAULT_STATS_SOCKET))
         use_tap = bool(config.get("vpp_allow_vhost", True)) and os.path.exists(VHOST_NET)
         self.ctx = ends.Context(
-            self.vpp, self.node, use_tap=use_tap, vxlan_port=int(config.get("vxlan_port") or 4789)
+            self.vpp,
+            self.node,
+            self.sockets,
+            use_tap=use_tap,
+            vxlan_port=int(config.get("vxlan_port") or 4789),
         )
         self.uplink_name = str(config.get("vpp_uplink") or "")
         with netns.iproute_in(self.node.fd()) as ipr, step("find the egress interface"):
@@ -196,7 +202,7 @@ class VppDriver:
         for obj in objects:
             self._delete(xid, obj)
         for side, inode, name in _pod_ends(applied):
-            remove_end_in(inode, xid, side, name, None)
+            remove_end_in(self.sockets, inode, xid, side, name, None)
         log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
 
     def _recorded(self, xid: str, applied: Applied) -> list[dict[str, Any]]:
@@ -245,7 +251,9 @@ class VppDriver:
                 if role == "afp":
                     host = ends.host_name(xid, side)
                     self.vpp.call("af_packet_delete", host_if_name=host)
-                    _delete_host(self.node.fd(), xid, side)
+                    host = ends.host_name(xid, side)
+                    ipr = self.sockets.keep(self.node.fd())
+                    ignore_gone(lambda: ipr.link("del", ifname=host))()
                 elif role == "tap":
                     self.vpp.call("tap_delete_v2", sw_if_index=index)
                 elif role == "memif":
@@ -343,10 +351,3 @@ def _pod_ends(record: dict[str, Any]) -> list[tuple[str, int, str]]:
         if isinstance(inode, int) and inode > 0 and isinstance(name, str) and name:
             out.append((str(end["side"]), inode, name))
     return out
-
-
-def _delete_host(node_fd: int, xid: str, side: str) -> None:
-    """Delete the node end of an af_packet veth (its pod end goes with it)."""
-    host = ends.host_name(xid, side)
-    with netns.iproute_in(node_fd) as ipr:
-        ignore_gone(lambda: ipr.link("del", ifname=host))()

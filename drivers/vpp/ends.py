@@ -24,16 +24,16 @@ import ipaddress
 import logging
 import os
 import stat
-from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from nsm_forwarder.drivers.base import TAG_GROUP, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing, ethtool, netns
-from nsm_forwarder.drivers.linux.ends import make_room, open_pods
+from nsm_forwarder.drivers.linux.ends import make_room
 from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import End, MemifEnd, VxlanTunnel
 from nsm_forwarder.drivers.vpp.api import NONE, VppApi, VppRefused
@@ -76,6 +76,7 @@ class Context:
 
     vpp: VppApi
     node: NodeNetns
+    sockets: NetnsSockets
     use_tap: bool = False
     vxlan_port: int = 4789
 
@@ -109,24 +110,23 @@ def set_tag(ctx: Context, sw_if_index: int, text: str) -> None:
 def build_kernel_end(ctx: Context, xid: str, end: End, mtu: int, undo: UndoStack) -> int:
     """The pod gets ``end.name`` (tap or veth), configured like the kernel driver's; VPP gets
     the interface on its side. Returns that VPP interface's sw_if_index."""
-    with ExitStack() as stack:
-        pod_fd, ipr_pod = open_pods(stack, end.inode)[end.inode]
-        make_room(xid, (ipr_pod, end))
-        if ctx.use_tap:
-            index = _build_tap(ctx, xid, end, mtu, undo)
-        else:
-            index = _build_veth_af_packet(ctx, xid, end, mtu, pod_fd, ipr_pod, undo)
-        with step(f"look up {end.name} in netns {end.inode}"):
-            link = get_link(ipr_pod, ifname=end.name)
-        if link is None:
-            raise DriverError(f"{end.name} is missing from netns {end.inode}")
-        changes: dict[str, Any] = {"ifalias": tag(xid, end.side), "group": TAG_GROUP}
-        with step(f"tag and set up {end.name} in netns {end.inode}"):
-            ipr_pod.link("set", index=link.index, state="up", **changes)
-        # addresses, routes and neighbours go with the interface: the undo that deletes it
-        # (pushed above) is all they need, and this namespace's socket closes on return
-        addressing.configure(ipr_pod, end, link.index, UndoStack())
-        return index
+    pod_fd, ipr_pod = ctx.sockets.get(end.inode)
+    make_room(xid, (ipr_pod, end))
+    if ctx.use_tap:
+        index = _build_tap(ctx, xid, end, mtu, undo)
+    else:
+        index = _build_veth_af_packet(ctx, xid, end, mtu, pod_fd, ipr_pod, undo)
+    with step(f"look up {end.name} in netns {end.inode}"):
+        link = get_link(ipr_pod, ifname=end.name)
+    if link is None:
+        raise DriverError(f"{end.name} is missing from netns {end.inode}")
+    changes: dict[str, Any] = {"ifalias": tag(xid, end.side), "group": TAG_GROUP}
+    with step(f"tag and set up {end.name} in netns {end.inode}"):
+        ipr_pod.link("set", index=link.index, state="up", **changes)
+    # addresses, routes and neighbours go with the interface: the undo that deletes it
+    # (pushed above) is all they need
+    addressing.configure(ipr_pod, end, link.index, UndoStack())
+    return index
 
 
 def _build_veth_af_packet(
@@ -136,30 +136,29 @@ def _build_veth_af_packet(
     common: dict[str, Any] = {"group": TAG_GROUP}
     if mtu:
         common["mtu"] = mtu
-    with ExitStack() as stack:
-        ipr_node = stack.enter_context(netns.iproute_in(ctx.node.fd()))
-        stale = get_link(ipr_node, ifname=host)
-        if stale is not None:
-            if not stale.owned_as(tag(xid, f"{end.side}.host")):
-                raise DriverError(f"interface {host} in the node netns is not ours")
-            with step(f"delete stale {host} in the node netns and its af_packet"):
-                ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host))()
-                ignore_gone(lambda: ipr_node.link("del", index=stale.index))()
-        what = f"create veth {host} (node netns) / {end.name} (netns {end.inode})"
-        with step(what):
-            ipr_node.link(
-                "add",
-                ifname=host,
-                kind="veth",
-                peer={"ifname": end.name, "net_ns_fd": pod_fd, **common},
-                **common,
-            )
-        undo.push(
-            f"delete veth {host} in the node netns",
-            ignore_gone(lambda: _delete_in(ctx.node.fd(), host)),
+    ipr_node = ctx.sockets.keep(ctx.node.fd())
+    stale = get_link(ipr_node, ifname=host)
+    if stale is not None:
+        if not stale.owned_as(tag(xid, f"{end.side}.host")):
+            raise DriverError(f"interface {host} in the node netns is not ours")
+        with step(f"delete stale {host} in the node netns and its af_packet"):
+            ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host))()
+            ignore_gone(lambda: ipr_node.link("del", index=stale.index))()
+    what = f"create veth {host} (node netns) / {end.name} (netns {end.inode})"
+    with step(what):
+        ipr_node.link(
+            "add",
+            ifname=host,
+            kind="veth",
+            peer={"ifname": end.name, "net_ns_fd": pod_fd, **common},
+            **common,
         )
-        with step(f"tag and set up {host} in the node netns"):
-            ipr_node.link("set", ifname=host, ifalias=tag(xid, f"{end.side}.host"), state="up")
+    undo.push(
+        f"delete veth {host} in the node netns",
+        ignore_gone(lambda: ipr_node.link("del", ifname=host)),
+    )
+    with step(f"tag and set up {host} in the node netns"):
+        ipr_node.link("set", ifname=host, ifalias=tag(xid, f"{end.side}.host"), state="up")
     with step(f"turn checksum offload off on {host} and {end.name}"):
         ethtool.checksum_offload_off(ctx.node.fd(), host)
         ethtool.checksum_offload_off(pod_fd, end.name)
@@ -186,11 +185,6 @@ def _build_veth_af_packet(
     set_tag(ctx, index, vpp_tag(xid, end.side, "afp"))
     set_up(ctx, index, f"host-{host}")
     return index
-
-
-def _delete_in(netns_fd: int, name: str) -> None:
-    with netns.iproute_in(netns_fd) as ipr:
-        ipr.link("del", ifname=name)
 
 
 def _build_tap(ctx: Context, xid: str, end: End, mtu: int, undo: UndoStack) -> int:

@@ -65,6 +65,7 @@ class Node:
     def close(self) -> None:
         for device in self.devices():
             self.thread.submit(wireguard.stop, device).result(10)
+        self.thread.submit(self.driver.sockets.close).result(10)
         self.thread.shutdown()
 
 

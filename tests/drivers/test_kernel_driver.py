@@ -6,7 +6,7 @@ import errno
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -54,8 +54,10 @@ def ping(ns: Netns, ip: str) -> bool:
 
 
 @pytest.fixture
-def drv() -> KernelDriver:
-    return KernelDriver()
+def drv() -> Iterator[KernelDriver]:
+    driver = KernelDriver()
+    yield driver
+    driver.sockets.close()
 
 
 # --- netns helpers ---------------------------------------------------------------------------

@@ -172,6 +172,7 @@ class DriverThread:
 
     def close(self) -> None:
         self.thread.submit(self.driver.vpp.close).result(10)
+        self.thread.submit(self.driver.sockets.close).result(10)
         self.thread.shutdown()
 
 
