@@ -2,7 +2,8 @@
 
 Accepts:  ApplyXconn -> XconnApplied (ask); CloseXconn -> XconnClosed (ask); MarkDown -> bool
           (ask, from the pod liveness check); Rebuild -> bool (ask, after a data-plane
-          restart); QueryIdle -> bool.
+          restart); Park -> its state or None (ask, when idle: it is stopped then, and its
+          successor starts from that state).
 Sends:    WorkerCall (apply / remove) through the WorkerPool; XconnUpdated / XconnDeleted to
           the Monitor; rows to the Store.
 Guarantees: one message at a time, in arrival order, for its id (different ids run in parallel
@@ -36,7 +37,7 @@ from nsm_forwarder.actors.messages import (
     CloseXconn,
     MarkDown,
     Message,
-    QueryIdle,
+    Park,
     Rebuild,
     XconnApplied,
     XconnClosed,
@@ -172,8 +173,10 @@ class ConnectionActor(BaseActor):
             return self._mark_down(message.sides)
         if isinstance(message, Rebuild):
             return self._rebuild_all(message.why)
-        if isinstance(message, QueryIdle):
-            return self.applied is None
+        if isinstance(message, Park):
+            if self.applied is None:
+                return None
+            return {"xcon": self.xcon, "plan": self.plan, "applied": self.applied}
         raise TypeError(f"ConnectionActor cannot handle {message.TAG}")
 
     def _timed(self, what: str, fn: Any, data: bytes) -> Any:

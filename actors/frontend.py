@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+import msgpack
 import pykka
 from google.protobuf import empty_pb2
 
@@ -30,7 +31,7 @@ from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
-    QueryIdle,
+    Park,
     Subscribe,
     XconnApplied,
 )
@@ -62,6 +63,11 @@ _ALWAYS = 1 << 62  # sequence number of synthesized events: every subscriber tak
 class Connections:
     """id -> ConnectionActor, owned by the asyncio loop (so routing needs no lock).
 
+    An actor runs only while its id has work: once nothing is in flight for it, it hands over
+    its state (``Park``) and is stopped; the state is kept here, packed, and the next message
+    for that id starts an actor from it. So a node with thousands of cross-connects has a few
+    actor threads, not one per cross-connect.
+
     Supervision of ConnectionActors lives here (one-for-one): an actor found dead is restarted
     from its Store row; an actor that does not answer within ``timeout`` is abandoned (it may
     no longer touch the data plane, Store or Monitor), the caller gets DEADLINE_EXCEEDED, and
@@ -91,6 +97,8 @@ class Connections:
         #: one lock per id, shared by every actor that serves it (see connection._Guarded)
         self._fences: dict[str, threading.Lock] = {}
         self._abandoned_ids: set[str] = set()
+        #: id -> msgpack of the Park state of an idle cross-connect
+        self._parked: dict[str, bytes] = {}
 
     def _start(self, xcon_id: str, record: Record | None) -> pykka.ActorRef[Any]:
         abandoned = threading.Event()
@@ -109,16 +117,32 @@ class Connections:
         return ref
 
     def restore(self, record: Record) -> None:
-        """Start the actor of a cross-connect restored from the Store (before serving)."""
-        self._start(record.id, record)
+        """Keep a cross-connect restored from the Store (before serving); its actor starts
+        with its first message."""
+        if record.pending is None and record.applied is not None and record.xcon is not None:
+            self._park(
+                record.id, {"xcon": record.xcon, "plan": record.plan, "applied": record.applied}
+            )
+        else:
+            self._start(record.id, record)
+
+    def _park(self, xcon_id: str, state: dict[str, Any]) -> None:
+        self._parked[xcon_id] = msgpack.packb(state, use_bin_type=True)
 
     async def ask(self, xcon_id: str, message: Any) -> Any:
         entry = self._actors.get(xcon_id)
         if entry is None or not entry[0].is_alive():
+            record: Record | None = None
             if entry is not None:
                 log.warning("the actor of %s died; restarting it from the Store", xcon_id)
                 self.on_restart("connection")
-            record = await asyncio.to_thread(self.store.get, xcon_id)
+                self._parked.pop(xcon_id, None)
+                record = await asyncio.to_thread(self.store.get, xcon_id)
+            elif xcon_id in self._parked:
+                state = msgpack.unpackb(self._parked.pop(xcon_id), raw=False)
+                record = Record(xcon_id, state["xcon"], state["plan"], state["applied"], None)
+            elif self.store.has(xcon_id):  # e.g. a pending row a failed Request left
+                record = await asyncio.to_thread(self.store.get, xcon_id)
             ref = self._start(xcon_id, record)
         else:
             ref = entry[0]
@@ -149,17 +173,19 @@ class Connections:
         self.on_restart("connection")
 
     async def _reap(self, xcon_id: str, ref: pykka.ActorRef[Any]) -> None:
-        """Stop the actor of an id that holds nothing and has nothing queued."""
+        """Stop the actor of an id that has nothing queued, keeping its state (if any)."""
         try:
             async with asyncio.timeout(self.timeout):
-                idle = await ask(ref, QueryIdle())
+                state = await ask(ref, Park())
         except (pykka.ActorDeadError, TimeoutError, ForwarderError):
             return
         entry = self._actors.get(xcon_id)
-        if idle and self._in_flight.get(xcon_id) == 0 and entry is not None and entry[0] is ref:
+        if self._in_flight.get(xcon_id) == 0 and entry is not None and entry[0] is ref:
             del self._actors[xcon_id]
             del self._in_flight[xcon_id]
-            if xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
+            if state is not None:
+                self._park(xcon_id, state)
+            elif xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
                 self._fences.pop(xcon_id, None)
             ref.stop(block=False)
 

@@ -81,10 +81,11 @@ class Rebuild(Message):
 
 
 @dataclasses.dataclass(frozen=True)
-class QueryIdle(Message):
-    """Ask a ConnectionActor whether it holds nothing (then it may be stopped); reply bool."""
+class Park(Message):
+    """Ask a ConnectionActor for its state, so that it may be stopped while idle: reply None
+    when it holds nothing, else ``{"xcon", "plan", "applied"}`` to start its successor from."""
 
-    TAG: ClassVar[str] = "idle?"
+    TAG: ClassVar[str] = "park"
 
 
 # --- ConnectionActor -> Monitor ----------------------------------------------------------------
@@ -177,7 +178,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         XconnClosed,
         MarkDown,
         Rebuild,
-        QueryIdle,
+        Park,
         XconnUpdated,
         XconnDeleted,
         MetricsCollected,
