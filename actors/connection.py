@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
@@ -110,6 +111,7 @@ class ConnectionActor(BaseActor):
         faults: Injector | None = None,
         abandoned: threading.Event | None = None,
         fence: threading.Lock | None = None,
+        remover: RemoveBatcher | None = None,
     ) -> None:
         super().__init__()
         self.xcon_id = xcon_id
@@ -118,6 +120,12 @@ class ConnectionActor(BaseActor):
         self.pool: WorkerPool = _Guarded(pool, abandoned, fence, xcon_id)  # type: ignore[assignment]
         self.monitor: Link = _Guarded(monitor, abandoned, fence, xcon_id)  # type: ignore[assignment]
         self.store: Store = _Guarded(store, abandoned, fence, xcon_id)  # type: ignore[assignment]
+        #: where a Close's remove goes: batched with other Closes' (see batcher.py)
+        self.remover: RemoveBatcher | None = (
+            _Guarded(remover, abandoned, fence, xcon_id)  # type: ignore[assignment]
+            if remover is not None
+            else None
+        )
         self.planner = planner
         self.faults = faults or Injector("connection", ())
         self.restored = restored
@@ -295,13 +303,27 @@ class ConnectionActor(BaseActor):
             self.store.delete(self.xcon_id)  # a pending row a failed Request may have left
             return XconnClosed(id=self.xcon_id, known=False), "(unknown id)"
         self.store.begin_close(self.xcon_id)
-        self._call("remove", self.applied)
+        self._remove_closed(self.applied)
         self.store.delete(self.xcon_id)
         stored = self.xcon or data
         detail = describe(self.plan) if self.plan else ""
         self.applied = self.plan = self.xcon = None
         self.monitor.tell(XconnDeleted(xcon=stored))
         return XconnClosed(id=self.xcon_id, known=True), detail
+
+    def _remove_closed(self, applied: Applied) -> None:
+        """Remove what a Close takes away, in a batch with other Closes' where there is a
+        batcher; retried once when the worker was lost."""
+        if self.remover is None:
+            self._call("remove", applied)
+            return
+        try:
+            self.remover.remove(applied)
+        except ForwarderError as exc:
+            if not exc.retriable:
+                raise
+            log.warning("close id=%s: %s; retrying once", self.xcon_id, exc)
+            self.remover.remove(applied)
 
     def _sweep(self, data: bytes) -> None:
         """Close of an id we do not hold: remove tagged leftovers the request names, if any."""

@@ -26,6 +26,7 @@ import msgpack
 import pykka
 from google.protobuf import empty_pb2
 
+from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import ConnectionActor, Planner
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.messages import (
@@ -84,8 +85,10 @@ class Connections:
         timeout: float = 60.0,
         faults: Injector | None = None,
         on_restart: Callable[[str], None] = lambda kind: None,
+        remover: RemoveBatcher | None = None,
     ) -> None:
         self.pool = pool
+        self.remover = remover
         self.monitor = monitor
         self.store = store
         self.planner = planner
@@ -112,6 +115,7 @@ class Connections:
             faults=self.faults,
             abandoned=abandoned,
             fence=self._fences.setdefault(xcon_id, threading.Lock()),
+            remover=self.remover,
         )
         self._actors[xcon_id] = (ref, abandoned)
         return ref

@@ -47,6 +47,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nsm_forwarder.actors.api_server import ApiServer, ListenError
+from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import planner
 from nsm_forwarder.actors.faults import Injector
 from nsm_forwarder.actors.frontend import (
@@ -232,6 +233,7 @@ class Supervisor:
             timeout=timeout,
             faults=self.faults["connection"],
             on_restart=self.restarts.record,
+            remover=RemoveBatcher(self.pool, slots=self.settings.workers),
         )
         live = set(await asyncio.to_thread(all_namespaces))
         try:

@@ -1,7 +1,8 @@
 """DriverHost: the worker process that runs the data-plane driver.
 
 Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), methods
-          ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``observe()``, ``sweep(found)``,
+          ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``remove_many(records)``,
+          ``observe()``, ``sweep(found)``,
           ``stats(entries)``, ``epoch()``, ``ping()``.
 Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
 Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
@@ -58,6 +59,8 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
         elif call.method == "remove":
             driver.remove(call.args[0])
             result = None
+        elif call.method == "remove_many":
+            result = driver.remove_many(call.args[0])
         elif call.method == "observe":
             result = driver.observe()
         elif call.method == "sweep":
@@ -81,7 +84,7 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
 
 
 #: Calls that change the data plane (what ``driver`` faults act on).
-DATA_PLANE = ("apply", "remove", "sweep")
+DATA_PLANE = ("apply", "remove", "remove_many", "sweep")
 
 
 class Faults:

@@ -31,6 +31,7 @@ and a forwarder never touches another forwarder's interfaces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 Plan = dict[str, Any]
@@ -74,6 +75,20 @@ def parse_tag(alias: str | None) -> tuple[str, str] | None:
     return xcon_id, side
 
 
+def remove_each(remove: Callable[[Applied], None], records: list[Applied]) -> list[Any]:
+    """``remove_many`` done one record at a time: per record None or its error (wire form)."""
+    from nsm_forwarder.drivers.errors import ForwarderError
+
+    errors: list[Any] = []
+    for record in records:
+        try:
+            remove(record)
+            errors.append(None)
+        except ForwarderError as exc:
+            errors.append(exc.to_wire())
+    return errors
+
+
 class Driver(Protocol):
     """What every driver implements. All methods run in a worker process.
 
@@ -99,6 +114,9 @@ class Driver(Protocol):
     - ``stats(entries)``: counters (``rx_bytes``, ``tx_bytes``, ``rx_packets``, ``tx_packets``,
       ``rx_error_packets``, ``tx_error_packets``) of each ``{"key", "id", "side", "inode",
       "name"}`` pod end, keyed by ``key``; ends that are gone are left out.
+    - ``remove_many(records)``: ``remove`` of each, in as few kernel operations as the driver
+      can; per record None or its error as ``ForwarderError.to_wire()`` (see
+      :func:`remove_each`).
     - ``epoch()``: names the running data plane; it changes when the data plane restarted and
       lost everything (a new VPP), and then the forwarder rebuilds every cross-connect. A data
       plane that cannot restart under the forwarder (the kernel) answers ``""``.
@@ -115,6 +133,8 @@ class Driver(Protocol):
     def apply(self, plan: Plan) -> Applied: ...
 
     def remove(self, applied: Applied) -> None: ...
+
+    def remove_many(self, records: list[Applied]) -> list[Any]: ...
 
     def observe(self) -> list[dict[str, Any]]: ...
 

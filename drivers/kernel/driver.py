@@ -14,10 +14,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from nsm_forwarder.drivers.base import Applied, Plan, set_owner
+from nsm_forwarder.drivers.base import Applied, Plan, remove_each, set_owner
 from nsm_forwarder.drivers.errors import InvalidRequest
 from nsm_forwarder.drivers.kernel import wgselect
-from nsm_forwarder.drivers.kernel.local import apply_local, remove_local
+from nsm_forwarder.drivers.kernel.local import apply_local, remove_local, remove_local_many
 from nsm_forwarder.drivers.kernel.remote import (
     DEFAULT_VXLAN_PORT,
     Underlay,
@@ -111,6 +111,18 @@ class KernelDriver:
             remove_remote(self.underlay, applied)
         else:
             remove_local(self.sockets, applied)
+
+    def remove_many(self, records: list[Applied]) -> list[Any]:
+        """Local cross-connects in one kernel deletion per namespace
+        (:func:`.local.remove_local_many`); anything else one by one."""
+        local = [i for i, r in enumerate(records) if r.get("kind") == "local"]
+        others = [i for i in range(len(records)) if i not in set(local)]
+        out: list[Any] = [None] * len(records)
+        batched = remove_local_many(self.sockets, [records[i] for i in local])
+        singles = remove_each(self.remove, [records[i] for i in others])
+        for i, error in [*zip(local, batched, strict=True), *zip(others, singles, strict=True)]:
+            out[i] = error
+        return out
 
     # -- observe ---------------------------------------------------------------------------
 

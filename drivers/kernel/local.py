@@ -13,12 +13,13 @@ import errno
 import logging
 import random
 import time
+from collections import Counter
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, tag
-from nsm_forwarder.drivers.errors import DriverError, InvalidRequest
+from nsm_forwarder.drivers.errors import DriverError, ForwarderError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
 from nsm_forwarder.drivers.linux.links import ignore_gone, step, to_forwarder_error
@@ -126,3 +127,67 @@ def remove_local(sockets: NetnsSockets, record: dict[str, Any]) -> None:
         inode = check_inode(end.get("inode"), f"applied record {xid} {side} end")
         remove_end_in(sockets, inode, xid, side, end.get("name"), end.get("ifindex"))
     log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
+
+
+def remove_local_many(sockets: NetnsSockets, records: list[dict[str, Any]]) -> list[Any]:
+    """Remove many local cross-connects with one kernel deletion per namespace.
+
+    Each pair goes from the namespace that holds the most ends of the batch (an endpoint's pod
+    shared by many clients, say): its end there, found by ifindex and checked to carry our tag,
+    is moved into a tombstone group drawn for this batch, and one RTM_DELLINK of that group
+    deletes them all (a veth pair goes with either end). Whatever cannot go that way (a
+    namespace gone, an interface not found by its ifindex, a refused delete) is removed one by
+    one with :func:`remove_local`. Returns, per record, None or its error (``to_wire``).
+    """
+    errors: list[Any] = [None] * len(records)
+    counts: Counter[int] = Counter()
+    for record in records:
+        counts.update(_end_inodes(record))
+    by_ns: dict[int, list[tuple[int, str, int]]] = {}
+    single: list[int] = []
+    for i, record in enumerate(records):
+        ends = [(side, e) for side, e in _ends(record) if isinstance(e.get("ifindex"), int)]
+        if not ends:
+            single.append(i)
+            continue
+        side, end = max(ends, key=lambda se: counts[se[1]["inode"]])
+        by_ns.setdefault(end["inode"], []).append((i, side, end["ifindex"]))
+    tomb = _RANDOM.randrange(1 << 24, 1 << 31)
+    for inode, entries in by_ns.items():
+        try:
+            sockets.get(inode)
+            rt = sockets.raw(inode)
+        except ForwarderError:
+            single += [i for i, _, _ in entries]
+            continue
+        marked = []
+        for i, side, ifindex in entries:
+            try:
+                link = rt.get_link(ifindex)
+                if link is None or not link.owned_as(tag(records[i]["id"], side)):
+                    single.append(i)
+                    continue
+                rt.set_link(ifindex, group=tomb)
+                marked.append(i)
+            except NetlinkError:
+                single.append(i)
+        if marked:
+            try:
+                rt.del_group(tomb)
+            except NetlinkError as exc:
+                log.debug("group delete in netns %d failed (%s); one by one", inode, exc)
+                single += marked
+    for i in single:
+        try:
+            remove_local(sockets, records[i])
+        except ForwarderError as exc:
+            errors[i] = exc.to_wire()
+    return errors
+
+
+def _ends(record: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(side, record[side]) for side in SIDES if isinstance(record.get(side), dict)]
+
+
+def _end_inodes(record: dict[str, Any]) -> list[int]:
+    return [end["inode"] for _, end in _ends(record) if isinstance(end.get("inode"), int)]

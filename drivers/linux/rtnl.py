@@ -7,21 +7,23 @@ socket, one request at a time. Errors are raised as pyroute2's ``NetlinkError`` 
 ``code``), like every other netlink step of the drivers, so error mapping stays one piece.
 
 Messages: a veth pair across two namespaces with both ifindexes chosen by the caller (no look-up
-afterwards), setting a link's alias / up state, deleting a link, adding an address, a route and
-a permanent neighbour.
+afterwards), a link by ifindex, setting a link's alias / up state / group, deleting a link or a
+whole group, adding and deleting an address, a route and a permanent neighbour.
 """
 
 from __future__ import annotations
 
+import errno
 import socket
 import struct
 
 from pyroute2.netlink.exceptions import NetlinkError
 
+from nsm_forwarder.drivers.linux.links import Link
 from nsm_forwarder.drivers.shapes import IPInterface, Neighbor, Route, family
 
 NLMSG_ERROR = 2
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 18, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
 IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = (
@@ -59,6 +61,26 @@ def _u32(value: int) -> bytes:
 
 def _ifinfo(index: int, flags: int = 0, change: int = 0) -> bytes:
     return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
+
+
+def _parse_link(msg: bytes) -> Link:
+    (index,) = struct.unpack_from("i", msg, _HEADER.size + 4)
+    name, alias, group = "", None, 0
+    offset = _HEADER.size + 16
+    while offset + 4 <= len(msg):
+        size, kind = struct.unpack_from("HH", msg, offset)
+        if size < 4:
+            break
+        payload = msg[offset + 4 : offset + size]
+        kind &= ~NLA_F_NESTED
+        if kind == IFLA_IFNAME:
+            name = payload.rstrip(b"\0").decode()
+        elif kind == IFLA_IFALIAS:
+            alias = payload.rstrip(b"\0").decode() or None
+        elif kind == IFLA_GROUP:
+            (group,) = struct.unpack_from("I", payload)
+        offset += size + (-size % 4)
+    return Link(index=index, name=name, alias=alias, group=group)
 
 
 class Rtnl:
@@ -124,14 +146,44 @@ class Rtnl:
         )
         self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
 
-    def set_link(self, index: int, *, alias: str | None = None, up: bool = False) -> None:
+    def set_link(
+        self, index: int, *, alias: str | None = None, up: bool = False, group: int | None = None
+    ) -> None:
         body = _ifinfo(index, IFF_UP if up else 0, IFF_UP if up else 0)
         if alias is not None:
             body += _attr(IFLA_IFALIAS, alias.encode())
+        if group is not None:
+            body += _attr(IFLA_GROUP, _u32(group))
         self.request(RTM_NEWLINK, 0, body)
 
     def del_link(self, index: int) -> None:
         self.request(RTM_DELLINK, 0, _ifinfo(index))
+
+    def del_group(self, group: int) -> None:
+        """Delete every interface of ``group`` in this namespace, in one kernel operation (one
+        wait for the kernel's unregister, however many there are)."""
+        self.request(RTM_DELLINK, 0, _ifinfo(0) + _attr(IFLA_GROUP, _u32(group)))
+
+    def get_link(self, index: int) -> Link | None:
+        """The interface with this ifindex (its name, alias, group), None if there is none."""
+        self.seq += 1
+        seq = self.seq
+        self.sock.send(
+            _HEADER.pack(_HEADER.size + 16, RTM_GETLINK, NLM_F_REQUEST, seq, 0) + _ifinfo(index)
+        )
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + _HEADER.size <= len(data):
+                length, rtype, _, rseq, _ = _HEADER.unpack_from(data, offset)
+                if rseq == seq and rtype == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("i", data, offset + _HEADER.size)
+                    if -code in (errno.ENODEV, errno.ENOENT):
+                        return None
+                    raise NetlinkError(-code)
+                if rseq == seq and rtype == RTM_NEWLINK:
+                    return _parse_link(data[offset : offset + length])
+                offset += max(length, _HEADER.size) + (-length % 4)
 
     # -- addresses, routes, neighbours -----------------------------------------------------
 

@@ -20,7 +20,7 @@ import os
 import time
 from typing import Any
 
-from nsm_forwarder.drivers.base import Applied, Plan, parse_tag, set_owner
+from nsm_forwarder.drivers.base import Applied, Plan, parse_tag, remove_each, set_owner
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError, InvalidRequest
 from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.egress import Egress, find_egress
@@ -204,6 +204,9 @@ class VppDriver:
         for side, inode, name in _pod_ends(applied):
             remove_end_in(self.sockets, inode, xid, side, name, None)
         log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
+
+    def remove_many(self, records: list[Applied]) -> list[Any]:
+        return remove_each(self.remove, records)
 
     def _recorded(self, xid: str, applied: Applied) -> list[dict[str, Any]]:
         """The recorded VPP objects that still carry their tag (after a VPP restart the same

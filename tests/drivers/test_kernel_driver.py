@@ -469,3 +469,25 @@ def test_apply_and_remove_are_fast(drv: KernelDriver, two_netns: tuple[Netns, Ne
     elapsed = time.perf_counter() - t0
     drv.remove(applied)
     assert elapsed < 0.25
+
+
+def test_remove_many_deletes_a_batch_by_group_and_leaves_foreign_alone(
+    drv: KernelDriver, two_netns: tuple[Netns, Netns]
+) -> None:
+    """remove_many: 12 cross-connects between two pods go in one group delete; a record whose
+    interface is no longer ours is reported done without touching it; a bad record gets its
+    own error."""
+    a, b = two_netns
+    applied = [
+        drv.apply(
+            plan(f"m{i}", end(a, f"ma{i}", f"10.66.{i}.1/30"), end(b, f"mb{i}", f"10.66.{i}.2/30"))
+        )
+        for i in range(12)
+    ]
+    # someone replaced m0's interface in pod A (same name, not ours)
+    a.exec("ip", "link", "del", "ma0")
+    a.exec("ip", "link", "add", "ma0", "type", "veth", "peer", "name", "other0")
+    errors = drv.remove_many([*applied, {"id": "broken", "kind": "local"}])
+    assert errors[:12] == [None] * 12
+    assert errors[12]["code"] == "INVALID_ARGUMENT"
+    assert sorted(a.links()) == ["ma0", "other0"] and b.links() == {}
