@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,12 +27,14 @@ from nsm_forwarder.actors.messages import ListXconns, MetricsCollected
 from nsm_forwarder.actors.restarts import Restarts
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.actors.xcons import local_ends
+from nsm_forwarder.actors.xcons import local_end_names
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
 
 PREFIX = "nsm_forwarder"
+#: how long after a /metrics scrape the interface counters are still collected
+SCRAPE_WINDOW = 120.0
 SIDE_KEY = {"source": "SRC", "destination": "DST"}
 
 
@@ -47,17 +50,12 @@ def stats_entries(xcons: list[bytes]) -> list[dict[str, Any]]:
     (``side``: the tag side, src or dst)."""
     entries = []
     for data in xcons:
-        xcon = crossconnect_pb2.CrossConnect.FromString(data)
-        for side, inode in local_ends(data):
-            name = getattr(xcon, side).mechanism.parameters.get("name", "")
+        xcon_id, ends = local_end_names(data)
+        for side, inode, name in ends:
+            tag_side = SIDE_KEY[side].lower()
+            key = f"{SIDE_KEY[side]}-{xcon_id}"
             entries.append(
-                {
-                    "key": f"{SIDE_KEY[side]}-{xcon.id}",
-                    "id": xcon.id,
-                    "side": SIDE_KEY[side].lower(),
-                    "inode": inode,
-                    "name": name,
-                }
+                {"key": key, "id": xcon_id, "side": tag_side, "inode": inode, "name": name}
             )
     return entries
 
@@ -118,6 +116,8 @@ class Metrics:
         self.registration_state: Callable[[], str] = lambda: "not_started"
         self.xcon_count = 0
         self.counters: dict[str, dict[str, int]] = {}
+        #: when /metrics was last scraped (monotonic seconds; None: never)
+        self.last_scrape: float | None = None
         self.latency = {
             kind: Histogram(
                 f"{PREFIX}_{kind}_seconds",
@@ -134,7 +134,16 @@ class Metrics:
         self.latency[kind].labels(mechanism=mechanism, result=result).observe(seconds)
 
     def render(self) -> bytes:
+        self.last_scrape = time.monotonic()
         return generate_latest(self.registry)
+
+    def wanted(self) -> bool:
+        """Counters are read only for someone: NSM metrics events are on, or /metrics was
+        scraped within the last :data:`SCRAPE_WINDOW` seconds (reading every interface of a
+        node with thousands of cross-connects costs a worker real time)."""
+        if self.events_enabled:
+            return True
+        return self.last_scrape is not None and time.monotonic() - self.last_scrape < SCRAPE_WINDOW
 
     async def poll(self) -> None:
         """Read every local end's counters; publish a metrics event if enabled."""
@@ -142,6 +151,8 @@ class Metrics:
         async with asyncio.timeout(5):
             xcons: list[bytes] = await self.monitor.ask(ListXconns())
         self.xcon_count = len(xcons)
+        if not self.wanted():
+            return
         entries = stats_entries(xcons)
         counters: dict[str, dict[str, int]] = (
             await asyncio.to_thread(self.pool.call, "stats", entries) if entries else {}

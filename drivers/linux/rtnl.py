@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+from collections.abc import Iterator
 
 from pyroute2.netlink.exceptions import NetlinkError
 
@@ -26,14 +27,10 @@ NLMSG_ERROR = 2
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 18, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
 NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x200, 0x400
-IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP, IFLA_NET_NS_FD = (
-    3,
-    4,
-    18,
-    20,
-    27,
-    28,
-)
+IFLA_IFNAME, IFLA_MTU, IFLA_LINKINFO, IFLA_IFALIAS = 3, 4, 18, 20
+IFLA_STATS64, IFLA_GROUP, IFLA_NET_NS_FD = 23, 27, 28
+#: the first fields of struct rtnl_link_stats64
+STATS64 = ("rx_packets", "tx_packets", "rx_bytes", "tx_bytes", "rx_errors", "tx_errors")
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
 RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
@@ -63,23 +60,27 @@ def _ifinfo(index: int, flags: int = 0, change: int = 0) -> bytes:
     return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
 
 
-def _parse_link(msg: bytes) -> Link:
-    (index,) = struct.unpack_from("i", msg, _HEADER.size + 4)
-    name, alias, group = "", None, 0
+def _attrs(msg: bytes) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of the top-level attributes of an RTM_NEWLINK message."""
     offset = _HEADER.size + 16
     while offset + 4 <= len(msg):
         size, kind = struct.unpack_from("HH", msg, offset)
         if size < 4:
-            break
-        payload = msg[offset + 4 : offset + size]
-        kind &= ~NLA_F_NESTED
+            return
+        yield kind & ~NLA_F_NESTED, msg[offset + 4 : offset + size]
+        offset += size + (-size % 4)
+
+
+def _parse_link(msg: bytes) -> Link:
+    (index,) = struct.unpack_from("i", msg, _HEADER.size + 4)
+    name, alias, group = "", None, 0
+    for kind, payload in _attrs(msg):
         if kind == IFLA_IFNAME:
             name = payload.rstrip(b"\0").decode()
         elif kind == IFLA_IFALIAS:
             alias = payload.rstrip(b"\0").decode() or None
         elif kind == IFLA_GROUP:
             (group,) = struct.unpack_from("I", payload)
-        offset += size + (-size % 4)
     return Link(index=index, name=name, alias=alias, group=group)
 
 
@@ -166,10 +167,26 @@ class Rtnl:
 
     def get_link(self, index: int) -> Link | None:
         """The interface with this ifindex (its name, alias, group), None if there is none."""
+        msg = self._get(_ifinfo(index))
+        return None if msg is None else _parse_link(msg)
+
+    def link_stats(self, name: str) -> dict[str, int] | None:
+        """The IFLA_STATS64 counters of interface ``name``, None if there is no such one."""
+        msg = self._get(_ifinfo(0) + _attr(IFLA_IFNAME, _text(name)))
+        if msg is None:
+            return None
+        for kind, payload in _attrs(msg):
+            if kind == IFLA_STATS64:
+                values = struct.unpack_from(f"{len(STATS64)}Q", payload)
+                return dict(zip(STATS64, values, strict=True))
+        return None
+
+    def _get(self, body: bytes) -> bytes | None:
+        """The RTM_NEWLINK answering an RTM_GETLINK for ``body``; None for ENODEV."""
         self.seq += 1
         seq = self.seq
         self.sock.send(
-            _HEADER.pack(_HEADER.size + 16, RTM_GETLINK, NLM_F_REQUEST, seq, 0) + _ifinfo(index)
+            _HEADER.pack(_HEADER.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body
         )
         while True:
             data = self.sock.recv(65536)
@@ -182,7 +199,7 @@ class Rtnl:
                         return None
                     raise NetlinkError(-code)
                 if rseq == seq and rtype == RTM_NEWLINK:
-                    return _parse_link(data[offset : offset + length])
+                    return data[offset : offset + length]
                 offset += max(length, _HEADER.size) + (-length % 4)
 
     # -- addresses, routes, neighbours -----------------------------------------------------

@@ -5,10 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.errors import NotFound
-from nsm_forwarder.drivers.linux.links import GONE, step
+from nsm_forwarder.drivers.linux.links import step
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 
 #: NSM metric names (spec §4.9) and the kernel counters they come from.
@@ -33,18 +31,13 @@ def read_stats(sockets: NetnsSockets, entries: list[dict[str, Any]]) -> dict[str
     result: dict[str, dict[str, int]] = {}
     for inode, group in by_inode.items():
         try:
-            _, ipr = sockets.get(inode)
+            sockets.get(inode)
+            rt = sockets.raw(inode)
         except NotFound:
             continue
         for entry in group:
             with step(f"read counters of {entry['name']} in netns {inode}"):
-                try:
-                    msg = ipr.link("get", ifname=entry["name"])[0]
-                except NetlinkError as exc:
-                    if exc.code in GONE:
-                        continue
-                    raise
-            stats = msg.get_attr("IFLA_STATS64")
+                stats = rt.link_stats(entry["name"])
             if stats is not None:
                 result[entry["key"]] = {k: int(stats[v]) for k, v in COUNTERS.items()}
     return result
