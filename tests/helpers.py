@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import itertools
 import os
 import re
@@ -471,3 +472,18 @@ def numbered_xcon(
         src_ip=f"10.{net}.{index}.1/30",
         dst_ip=f"10.{net}.{index}.2/30",
     )
+
+
+def netns_executor(netns_name: str) -> concurrent.futures.ThreadPoolExecutor:
+    """One thread that entered named namespace ``netns_name``: what it runs, runs there (as a
+    worker process of a forwarder running in that namespace would)."""
+    from nsm_forwarder.drivers.linux import netns
+
+    def enter() -> None:
+        fd = os.open(f"/var/run/netns/{netns_name}", os.O_RDONLY)
+        try:
+            netns.enter(fd)
+        finally:
+            os.close(fd)
+
+    return concurrent.futures.ThreadPoolExecutor(1, initializer=enter)

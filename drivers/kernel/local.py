@@ -22,10 +22,10 @@ from nsm_forwarder.drivers.base import TAG_GROUP, Applied, tag
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
-from nsm_forwarder.drivers.linux.links import ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.linux.links import ignore_gone, step
 from nsm_forwarder.drivers.linux.rtnl import Rtnl
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
-from nsm_forwarder.drivers.linux.undo import UndoStack
+from nsm_forwarder.drivers.linux.undo import UndoStack, rolled_back
 from nsm_forwarder.drivers.shapes import SIDES, LocalPlan, check_inode, kernel_end
 
 log = logging.getLogger(__name__)
@@ -40,15 +40,8 @@ def apply_local(sockets: NetnsSockets, plan: LocalPlan) -> Applied:
     src, dst = kernel_end(plan.src), kernel_end(plan.dst)
     started = time.perf_counter()
     pods = open_pods(sockets, src.inode, dst.inode)
-    undo = UndoStack()
-    try:
+    with rolled_back(f"apply {plan.id}") as undo:
         src_index, dst_index = _build(plan, sockets, pods, undo)
-    except BaseException as exc:
-        log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
-        undo.unwind()
-        if isinstance(exc, Exception):
-            raise to_forwarder_error(exc, f"apply {plan.id}") from exc
-        raise
     log.debug("applied %s in %.1f ms", plan.id, (time.perf_counter() - started) * 1e3)
     return {
         "id": plan.id,

@@ -42,10 +42,10 @@ from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
 from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.egress import Egress
 from nsm_forwarder.drivers.linux.ends import make_room, remove_end_in
-from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step
 from nsm_forwarder.drivers.linux.node import NodeNetns
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
-from nsm_forwarder.drivers.linux.undo import UndoStack
+from nsm_forwarder.drivers.linux.undo import UndoStack, rolled_back
 from nsm_forwarder.drivers.shapes import (
     End,
     RemotePlan,
@@ -90,8 +90,7 @@ def apply_remote(under: Underlay, plan: RemotePlan) -> Applied:
             raise InvalidRequest("WIREGUARD is not available on this node")
         device = under.device(plan.id, plan.side)
         _clear_device(ipr_node, device, plan.id, "a stale")
-    undo = UndoStack()
-    try:
+    with rolled_back(f"apply {plan.id}") as undo:
         if isinstance(plan.tunnel, VxlanTunnel):
             index = _build_vxlan(under, plan, plan.tunnel, ipr_node, ipr_pod, pod_fd, undo)
         else:
@@ -105,13 +104,6 @@ def apply_remote(under: Underlay, plan: RemotePlan) -> Applied:
                     raise wireguard.port_in_use(plan.tunnel.listen_port) from None
                 raise
         addressing.configure(ipr_pod, end, index, undo)
-    except BaseException as exc:
-        log.debug("apply %s failed (%s); rolling back %d steps", plan.id, exc, len(undo))
-        undo.unwind()
-        if isinstance(exc, Exception):
-            raise to_forwarder_error(exc, f"apply {plan.id}") from exc
-        raise
-    undo.clear()
     log.debug(
         "applied %s (%s) in %.1f ms", plan.id, plan.kind, (time.perf_counter() - started) * 1e3
     )

@@ -96,20 +96,27 @@ class Rtnl:
 
     def request(self, kind: int, flags: int, body: bytes) -> None:
         """Send one request and wait for its acknowledgement; NetlinkError if refused."""
+        self._exchange(kind, flags | NLM_F_ACK, body, None)
+
+    def _exchange(self, kind: int, flags: int, body: bytes, want: int | None) -> bytes | None:
+        """Send one request; the answer of type ``want`` to it, or None for its
+        acknowledgement (``want`` None); NetlinkError when the kernel refused it."""
         self.seq += 1
         seq = self.seq
-        flags |= NLM_F_REQUEST | NLM_F_ACK
-        self.sock.send(_HEADER.pack(_HEADER.size + len(body), kind, flags, seq, 0) + body)
+        header = _HEADER.pack(_HEADER.size + len(body), kind, flags | NLM_F_REQUEST, seq, 0)
+        self.sock.send(header + body)
         while True:
             data = self.sock.recv(65536)
             offset = 0
             while offset + _HEADER.size <= len(data):
                 length, rtype, _, rseq, _ = _HEADER.unpack_from(data, offset)
-                if rtype == NLMSG_ERROR and rseq == seq:
+                if rseq == seq and rtype == NLMSG_ERROR:
                     (code,) = struct.unpack_from("i", data, offset + _HEADER.size)
                     if code:
                         raise NetlinkError(-code)
-                    return
+                    return None
+                if rseq == seq and rtype == want:
+                    return data[offset : offset + length]
                 offset += max(length, _HEADER.size) + (-length % 4)
 
     # -- links -----------------------------------------------------------------------------
@@ -182,25 +189,13 @@ class Rtnl:
         return None
 
     def _get(self, body: bytes) -> bytes | None:
-        """The RTM_NEWLINK answering an RTM_GETLINK for ``body``; None for ENODEV."""
-        self.seq += 1
-        seq = self.seq
-        self.sock.send(
-            _HEADER.pack(_HEADER.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body
-        )
-        while True:
-            data = self.sock.recv(65536)
-            offset = 0
-            while offset + _HEADER.size <= len(data):
-                length, rtype, _, rseq, _ = _HEADER.unpack_from(data, offset)
-                if rseq == seq and rtype == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("i", data, offset + _HEADER.size)
-                    if -code in (errno.ENODEV, errno.ENOENT):
-                        return None
-                    raise NetlinkError(-code)
-                if rseq == seq and rtype == RTM_NEWLINK:
-                    return data[offset : offset + length]
-                offset += max(length, _HEADER.size) + (-length % 4)
+        """The RTM_NEWLINK answering an RTM_GETLINK for ``body``; None if there is none."""
+        try:
+            return self._exchange(RTM_GETLINK, 0, body, RTM_NEWLINK)
+        except NetlinkError as exc:
+            if exc.code in (errno.ENODEV, errno.ENOENT):
+                return None
+            raise
 
     # -- addresses, routes, neighbours -----------------------------------------------------
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from nsm_forwarder.drivers.linux.links import to_forwarder_error
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +43,18 @@ class UndoStack:
                 log.warning("undo failed: %s: %s", what, exc)
                 failed.append((what, exc))
         return failed
+
+
+@contextmanager
+def rolled_back(what: str) -> Iterator[UndoStack]:
+    """An UndoStack for the steps of ``what`` (e.g. ``apply x1``): if the block raises, every
+    undo runs and the error comes out as a ForwarderError naming ``what``."""
+    undo = UndoStack()
+    try:
+        yield undo
+    except BaseException as exc:
+        log.debug("%s failed (%s); rolling back %d steps", what, exc, len(undo))
+        undo.unwind()
+        if isinstance(exc, Exception):
+            raise to_forwarder_error(exc, what) from exc
+        raise

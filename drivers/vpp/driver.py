@@ -25,11 +25,11 @@ from nsm_forwarder.drivers.errors import DriverError, ForwarderError, InvalidReq
 from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.egress import Egress, find_egress
 from nsm_forwarder.drivers.linux.ends import remove_end_in
-from nsm_forwarder.drivers.linux.links import ignore_gone, step, to_forwarder_error
+from nsm_forwarder.drivers.linux.links import ignore_gone, step
 from nsm_forwarder.drivers.linux.node import NodeNetns
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.sweep import sweep_tagged, tagged_links
-from nsm_forwarder.drivers.linux.undo import UndoStack
+from nsm_forwarder.drivers.linux.undo import UndoStack, rolled_back
 from nsm_forwarder.drivers.shapes import (
     KERNEL_INTERFACE,
     MEMIF,
@@ -131,19 +131,11 @@ class VppDriver:
     def apply(self, plan: Plan) -> Applied:
         typed = parse_plan(plan, kinds=("local", "vxlan"), mechanisms=(KERNEL_INTERFACE, MEMIF))
         started = time.perf_counter()
-        undo = UndoStack()
-        try:
+        with rolled_back(f"apply {typed.id}") as undo:
             if isinstance(typed, LocalPlan):
                 built = self._apply_local(typed, undo)
             else:
                 built = self._apply_remote(typed, undo)
-        except BaseException as exc:
-            log.debug("apply %s failed (%s); rolling back %d steps", typed.id, exc, len(undo))
-            undo.unwind()
-            if isinstance(exc, Exception):
-                raise to_forwarder_error(exc, f"apply {typed.id}") from exc
-            raise
-        undo.clear()
         log.debug("applied %s in %.1f ms", typed.id, (time.perf_counter() - started) * 1e3)
         return {"id": typed.id, "kind": plan["kind"], "ends": built}
 

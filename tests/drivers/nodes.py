@@ -5,7 +5,6 @@ thread's namespace as the node's). The ``bed`` fixture (tests/drivers/conftest.p
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 from collections.abc import Callable
 from typing import Any
@@ -13,8 +12,7 @@ from typing import Any
 from nsm_forwarder.drivers.base import tag
 from nsm_forwarder.drivers.kernel import wireguard
 from nsm_forwarder.drivers.kernel.driver import KernelDriver
-from nsm_forwarder.drivers.linux import netns
-from tests.helpers import Underlay, sh
+from tests.helpers import Underlay, netns_executor, sh
 
 
 class Node:
@@ -26,14 +24,7 @@ class Node:
         self.driver = KernelDriver()
         self.plans: list[dict[str, Any]] = []
 
-        def enter() -> None:
-            fd = os.open(f"/var/run/netns/{netns_name}", os.O_RDONLY)
-            try:
-                netns.enter(fd)
-            finally:
-                os.close(fd)
-
-        self.thread = concurrent.futures.ThreadPoolExecutor(1, initializer=enter)
+        self.thread = netns_executor(netns_name)
 
     def call(self, method: str, *args: Any) -> Any:
         if method == "apply":

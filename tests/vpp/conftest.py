@@ -10,7 +10,6 @@ that need the fake's fault switches are skipped then. Assertions read VPP throug
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import os
 import shlex
@@ -26,10 +25,9 @@ from typing import Any
 import pytest
 
 from nsm_forwarder.drivers import base
-from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.plan import KERNEL_INTERFACE, MEMIF, VXLAN, Offer
 from nsm_forwarder.drivers.vpp.driver import VppDriver
-from tests.helpers import IS_ROOT, Underlay, make_underlay, sh, wait_until
+from tests.helpers import IS_ROOT, Underlay, make_underlay, netns_executor, sh, wait_until
 from tests.vpp.peer import FakeVPP
 from tests.vpp.peer.apidefs import default_api_dir
 
@@ -154,14 +152,7 @@ class DriverThread:
             **config,
         }
 
-        def enter() -> None:
-            fd = os.open(f"/var/run/netns/{node}", os.O_RDONLY)
-            try:
-                netns.enter(fd)
-            finally:
-                os.close(fd)
-
-        self.thread = concurrent.futures.ThreadPoolExecutor(1, initializer=enter)
+        self.thread = netns_executor(node)
 
     def call(self, method: str, *args: Any) -> Any:
         return self.thread.submit(getattr(self.driver, method), *args).result(60)
@@ -189,6 +180,17 @@ class VppBed:
         self.drivers.append(d)
         d.init()
         return d
+
+    def forwarder_env(self, **extra: str) -> dict[str, str]:
+        """The environment of a forwarder of driver vpp in node A, using this VPP."""
+        return {
+            "NSM_FORWARDER_DRIVER": "vpp",
+            "NSM_FORWARDER_SRC_IP": self.underlay.a_ip,
+            "NSM_FORWARDER_VPP_API_SOCKET": self.vpp.api_socket,
+            "NSM_FORWARDER_VPP_API_DIR": self.vpp.api_dir,
+            "NSM_FORWARDER_VPP_STATS_SOCKET": self.vpp.stats_socket,
+            **extra,
+        }
 
     def node_links(self) -> list[str]:
         out = sh("ip", "-n", self.underlay.a, "-o", "link", "show")

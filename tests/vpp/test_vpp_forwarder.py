@@ -27,15 +27,9 @@ pytestmark = pytest.mark.timeout(180)
 @pytest.fixture
 def vpp_node(vpp_bed: VppBed, node_factory: Callable[..., Node]) -> Iterator[Node]:
     """A registered forwarder of driver vpp in node A, talking to the bed's VPP."""
-    vpp = vpp_bed.vpp
     node = node_factory(
         netns=vpp_bed.underlay.a,
-        NSM_FORWARDER_DRIVER="vpp",
-        NSM_FORWARDER_SRC_IP=vpp_bed.underlay.a_ip,
-        NSM_FORWARDER_VPP_API_SOCKET=vpp.api_socket,
-        NSM_FORWARDER_VPP_API_DIR=vpp.api_dir,
-        NSM_FORWARDER_VPP_STATS_SOCKET=vpp.stats_socket,
-        CROSS_CONNECT_LIVENESS_CHECK_INTERVAL="200ms",
+        **vpp_bed.forwarder_env(CROSS_CONNECT_LIVENESS_CHECK_INTERVAL="200ms"),
     )
     node.start()
     yield node
@@ -133,13 +127,9 @@ def test_counters_reach_metrics_events_and_prometheus(
     vpp = vpp_bed.vpp
     node = node_factory(
         netns=vpp_bed.underlay.a,
-        NSM_FORWARDER_DRIVER="vpp",
-        NSM_FORWARDER_SRC_IP=vpp_bed.underlay.a_ip,
-        NSM_FORWARDER_VPP_API_SOCKET=vpp.api_socket,
-        NSM_FORWARDER_VPP_API_DIR=vpp.api_dir,
-        NSM_FORWARDER_VPP_STATS_SOCKET=vpp.stats_socket,
-        METRICS_COLLECTOR_ENABLED="true",
-        METRICS_COLLECTOR_REQUEST_PERIOD="200ms",
+        **vpp_bed.forwarder_env(
+            METRICS_COLLECTOR_ENABLED="true", METRICS_COLLECTOR_REQUEST_PERIOD="200ms"
+        ),
     ).start()
     a, b = pods.make(), pods.make()
     node.forwarder.stub().Request(local_xcon("mx", a, b), timeout=15)

@@ -24,14 +24,7 @@ def test_vxlan_between_vpp_and_kernel_forwarders_pings(
     vpp_bed: VppBed, node_factory: Callable[..., Node], pods: Pods
 ) -> None:
     u, vpp = vpp_bed.underlay, vpp_bed.vpp
-    on_vpp = node_factory(
-        netns=u.a,
-        NSM_FORWARDER_DRIVER="vpp",
-        NSM_FORWARDER_SRC_IP=u.a_ip,
-        NSM_FORWARDER_VPP_API_SOCKET=vpp.api_socket,
-        NSM_FORWARDER_VPP_API_DIR=vpp.api_dir,
-        NSM_FORWARDER_VPP_STATS_SOCKET=vpp.stats_socket,
-    ).start()
+    on_vpp = node_factory(netns=u.a, **vpp_bed.forwarder_env()).start()
     on_kernel = node_factory(netns=u.b, NSM_FORWARDER_SRC_IP=u.b_ip).start()
     client, endpoint = pods.make(), pods.make()
     pair = remote_pair("iop", client, endpoint, u.a_ip, u.b_ip, "VXLAN", vni=4242)
