@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from tests.benchmarks import grpc_floor
 from tests.benchmarks.floor import ip_batch, raw_floor
 from tests.benchmarks.load import Run, alternating, calls, initial_transfer, pss_kib, rss_kib, xcon
 from tests.benchmarks.report import Report
@@ -158,6 +159,7 @@ def main() -> int:
         creates, deletes = raw_floor(a.name, b.name, args.count)
         ip_create, ip_delete = ip_batch(a.name, b.name, args.count)
         out["floor"] = {
+            "grpc_round_trip_p50_ms": statistics.median(grpc_floor.round_trips(args.count * 2)),
             "netlink_create_p50_ms": statistics.median(creates),
             "netlink_delete_p50_ms": statistics.median(deletes),
             "ip_batch_create_ms": ip_create,

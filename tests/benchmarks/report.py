@@ -89,6 +89,11 @@ class Report:
             f"  ip -batch:      create {floor['ip_batch_create_ms']:.2f} ms/xc, "
             f"delete {floor['ip_batch_delete_ms']:.2f} ms/xc"
         )
+        grpc_ms = floor["grpc_round_trip_p50_ms"]
+        print(
+            f"  an empty gRPC round trip (grpcio, unix socket, another process): p50 {grpc_ms:.2f}"
+            f" ms; with the netlink floor {grpc_ms + floor['netlink_create_p50_ms']:.2f} ms"
+        )
         print("\n== forwarder, local cross-connects (ms; x = ratio to the netlink floor) ==")
         print(f"  {'run':22} {'op':8} {'p50':>8} {'p90':>8} {'p99':>8} {'per s':>8} {'x floor':>8}")
         runs = (
