@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 import pykka
 
-from nsm_forwarder.actors.frontend import Connections
+from nsm_forwarder.actors.connections import Connections
 from nsm_forwarder.actors.messages import ListXconns, MarkDown, Rebuild
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.workers import WorkerPool

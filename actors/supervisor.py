@@ -49,9 +49,9 @@ from typing import Any
 from nsm_forwarder.actors.api_server import ApiServer, ListenError
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import planner
+from nsm_forwarder.actors.connections import Connections
 from nsm_forwarder.actors.faults import Injector
 from nsm_forwarder.actors.frontend import (
-    Connections,
     CrossConnectMonitorService,
     ForwarderService,
     MechanismsService,

@@ -23,20 +23,13 @@ No message ever quotes a WireGuard key: the private ones are secrets.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import ipaddress
-import posixpath
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from nsm_forwarder.drivers import plan_values as pv
 from nsm_forwarder.drivers.errors import InvalidRequest
 from nsm_forwarder.drivers.shapes import (
-    IFNAMSIZ,
     KERNEL_INTERFACE,
-    MAC_RE,
-    MAX_VNI,
     MEMIF,
     endpoint,
 )
@@ -46,8 +39,6 @@ VXLAN = "VXLAN"
 WIREGUARD = "WIREGUARD"
 #: Where nsmd keeps the workspaces (NSM_BASEDIR's default); memif sockets live under it.
 DEFAULT_BASE_DIR = "/var/lib/networkservicemesh"
-#: sun_path of a unix socket holds this many bytes, the terminating NUL included.
-UNIX_PATH_MAX = 108
 
 
 @dataclass(frozen=True)
@@ -73,7 +64,6 @@ OVERHEAD = {"vxlan": {4: 50, 6: 70}, "wireguard": {4: 60, 6: 80}}
 DEFAULT_EGRESS_MTU = 1500
 MIN_MTU = 68
 MAX_MTU = 65535
-_DECIMAL = re.compile(r"^[0-9]+$")
 
 Plan = dict[str, Any]
 
@@ -109,8 +99,8 @@ def plan_from_xcon(
     if is_remote(src) or is_remote(dst):
         return _remote_plan(xcon, egress_mtu, offer)
     ctx = _ip_context(src, dst)
-    src_addr = _cidr("source.context.ip_context.src_ip_addr", ctx.src_ip_addr) if ctx else ""
-    dst_addr = _cidr("destination.context.ip_context.dst_ip_addr", ctx.dst_ip_addr) if ctx else ""
+    src_addr = pv.cidr("source.context.ip_context.src_ip_addr", ctx.src_ip_addr) if ctx else ""
+    dst_addr = pv.cidr("destination.context.ip_context.dst_ip_addr", ctx.dst_ip_addr) if ctx else ""
     src_gw = src_addr.split("/")[0] if src_addr else ""
     dst_gw = dst_addr.split("/")[0] if dst_addr else ""
     plan_src = _end("source", src, offer)
@@ -127,9 +117,9 @@ def plan_from_xcon(
             "mechanism.parameters.name: both ends are in the same network namespace "
             f"and ask for the same interface name {plan_src['name']!r}"
         )
-    src_routes = _routes("src_routes", ctx.src_routes, dst_addr, src_gw) if ctx else []
-    dst_routes = _routes("dst_routes", ctx.dst_routes, src_addr, dst_gw) if ctx else []
-    neighbors = _neighbors(ctx.ip_neighbors) if ctx else []
+    src_routes = pv.routes("src_routes", ctx.src_routes, dst_addr, src_gw) if ctx else []
+    dst_routes = pv.routes("dst_routes", ctx.dst_routes, src_addr, dst_gw) if ctx else []
+    neighbors = pv.neighbors(ctx.ip_neighbors) if ctx else []
     # a MEMIF end is configured by its pod (the forwarder never terminates one)
     if plan_src.get("mechanism") != MEMIF:
         plan_src.update(addr=src_addr, routes=dst_routes, neighbors=neighbors)
@@ -179,8 +169,8 @@ def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int, offer: Of
     kind = REMOTE_KINDS[mech.type]
     where = f"{remote_field}.mechanism.parameters"
     params = mech.parameters
-    src_ip = _underlay_ip(f"{where}.src_ip", params.get("src_ip", ""))
-    dst_ip = _underlay_ip(f"{where}.dst_ip", params.get("dst_ip", ""))
+    src_ip = pv.underlay_ip(f"{where}.src_ip", params.get("src_ip", ""))
+    dst_ip = pv.underlay_ip(f"{where}.dst_ip", params.get("dst_ip", ""))
     if src_ip.version != dst_ip.version:
         raise InvalidRequest(
             f"{where}: src_ip {src_ip} and dst_ip {dst_ip} are not of the same IP family"
@@ -188,22 +178,22 @@ def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int, offer: Of
     local_ip, remote_ip = (src_ip, dst_ip) if outgoing else (dst_ip, src_ip)
     tunnel: dict[str, Any] = {"local_ip": str(local_ip), "remote_ip": str(remote_ip)}
     if kind == "vxlan":
-        tunnel["vni"] = _vni(f"{where}.vni", params.get("vni", ""))
+        tunnel["vni"] = pv.vni(f"{where}.vni", params.get("vni", ""))
     else:
         for key in ("src_public_key", "src_private_key", "dst_public_key", "dst_private_key"):
             if key in params:
-                _wg_key(f"{where}.{key}", params[key])
+                pv.wg_key(f"{where}.{key}", params[key])
         for key in ("src_port", "dst_port"):
             if key in params:
-                _port(f"{where}.{key}", params[key])
+                pv.port(f"{where}.{key}", params[key])
         mine, theirs = ("src", "dst") if outgoing else ("dst", "src")
         tunnel.update(
-            listen_port=_port(f"{where}.{mine}_port", params.get(f"{mine}_port", "")),
-            remote_port=_port(f"{where}.{theirs}_port", params.get(f"{theirs}_port", "")),
-            private_key=_wg_key(
+            listen_port=pv.port(f"{where}.{mine}_port", params.get(f"{mine}_port", "")),
+            remote_port=pv.port(f"{where}.{theirs}_port", params.get(f"{theirs}_port", "")),
+            private_key=pv.wg_key(
                 f"{where}.{mine}_private_key", params.get(f"{mine}_private_key", "")
             ),
-            peer_public_key=_wg_key(
+            peer_public_key=pv.wg_key(
                 f"{where}.{theirs}_public_key", params.get(f"{theirs}_public_key", "")
             ),
         )
@@ -211,18 +201,18 @@ def _remote_plan(xcon: crossconnect_pb2.CrossConnect, egress_mtu: int, offer: Of
     end = _end(local_field, local, offer)
     ctx = _ip_context(local, remote)
     if ctx is not None and end.get("mechanism") != MEMIF:
-        src_addr = _cidr(f"{local_field}.context.ip_context.src_ip_addr", ctx.src_ip_addr)
-        dst_addr = _cidr(f"{local_field}.context.ip_context.dst_ip_addr", ctx.dst_ip_addr)
+        src_addr = pv.cidr(f"{local_field}.context.ip_context.src_ip_addr", ctx.src_ip_addr)
+        dst_addr = pv.cidr(f"{local_field}.context.ip_context.dst_ip_addr", ctx.dst_ip_addr)
         if outgoing:  # the client's end: src address, dst_routes via the endpoint's address
             end["addr"] = src_addr
-            end["routes"] = _routes("dst_routes", ctx.dst_routes, src_addr, _host(dst_addr))
-            _routes("src_routes", ctx.src_routes, "", "")  # validated, applied by the peer
-            neighbors = _neighbors(ctx.ip_neighbors)
+            end["routes"] = pv.routes("dst_routes", ctx.dst_routes, src_addr, pv.host(dst_addr))
+            pv.routes("src_routes", ctx.src_routes, "", "")  # validated, applied by the peer
+            neighbors = pv.neighbors(ctx.ip_neighbors)
         else:  # the endpoint's end: dst address, src_routes via the client's address
             end["addr"] = dst_addr
-            end["routes"] = _routes("src_routes", ctx.src_routes, dst_addr, _host(src_addr))
-            _routes("dst_routes", ctx.dst_routes, "", "")
-            _neighbors(ctx.ip_neighbors)  # validated; as for local ones: client side only
+            end["routes"] = pv.routes("src_routes", ctx.src_routes, dst_addr, pv.host(src_addr))
+            pv.routes("dst_routes", ctx.dst_routes, "", "")
+            pv.neighbors(ctx.ip_neighbors)  # validated; as for local ones: client side only
             neighbors = []
         # A WireGuard device is layer 3 (no ARP, no link-layer address): neighbour entries
         # make no sense on it and are left out.
@@ -292,14 +282,14 @@ def _end(side: str, conn: connection_pb2.Connection, offer: Offer) -> dict[str, 
         return {
             "mechanism": MEMIF,
             "inode": int(inode_text) if inode_text.isdigit() else 0,
-            "socket": _memif_socket(side, params, offer.base_dir),
+            "socket": pv.memif_socket(side, params, offer.base_dir),
             "name": "",
             "addr": "",
             "routes": [],
             "neighbors": [],
         }
     name = params.get("name", "")
-    check_ifname(f"{side}.mechanism.parameters.name", name)
+    pv.check_ifname(f"{side}.mechanism.parameters.name", name)
     inode_text = params.get("netnsInode", "")
     if not inode_text.isdigit() or int(inode_text) <= 0:
         raise InvalidRequest(
@@ -314,137 +304,3 @@ def _end(side: str, conn: connection_pb2.Connection, offer: Offer) -> dict[str, 
         "routes": [],
         "neighbors": [],
     }
-
-
-def _memif_socket(side: str, params: Any, base_dir: str) -> str:
-    """``<base_dir>/<workspace>/<socketfile>`` (spec §6.3), which must stay inside the
-    workspace and fit in a unix socket address."""
-    where = f"{side}.mechanism.parameters"
-    workspace = params.get("workspace", "")
-    socketfile = params.get("socketfile", "")
-    if not workspace or "/" in workspace or workspace in (".", "..") or "\0" in workspace:
-        raise InvalidRequest(f"{where}.workspace: must be one directory name, got {workspace!r}")
-    parts = socketfile.split("/")
-    if (
-        not socketfile
-        or socketfile.startswith("/")
-        or "\0" in socketfile
-        or any(p in ("", ".", "..") for p in parts)
-    ):
-        raise InvalidRequest(
-            f"{where}.socketfile: must be a relative path inside the workspace "
-            f"(e.g. 'nsm0/memif.sock'), got {socketfile!r}"
-        )
-    path = posixpath.join(base_dir, workspace, socketfile)
-    if len(path.encode()) >= UNIX_PATH_MAX:
-        raise InvalidRequest(
-            f"{where}.socketfile: the socket path {path!r} is longer than a unix socket "
-            f"address allows ({UNIX_PATH_MAX - 1} bytes)"
-        )
-    return path
-
-
-def check_ifname(field: str, name: str) -> None:
-    """Raise InvalidRequest unless ``name`` is a valid Linux interface name."""
-    if not name:
-        raise InvalidRequest(f"{field}: must not be empty")
-    size = len(name.encode())
-    if size >= IFNAMSIZ:
-        raise InvalidRequest(f"{field}: {name!r} is {size} bytes, the limit is {IFNAMSIZ - 1}")
-    if name in (".", "..") or "/" in name or ":" in name or any(c.isspace() for c in name):
-        raise InvalidRequest(
-            f"{field}: {name!r} is not a valid interface name (no '/', ':' or spaces)"
-        )
-
-
-def _underlay_ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    if not text:
-        raise InvalidRequest(f"{field}: must be set (tunnel underlay IP address)")
-    try:
-        ip = ipaddress.ip_address(text)
-    except ValueError:
-        raise InvalidRequest(f"{field}: {text!r} is not an IP address") from None
-    if ip.is_unspecified or ip.is_multicast:
-        raise InvalidRequest(f"{field}: {text!r} is not a unicast address")
-    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-        raise InvalidRequest(f"{field}: {text!r}: scoped addresses are not supported")
-    return ip
-
-
-def _vni(field: str, text: str) -> int:
-    if not _DECIMAL.match(text) or not 1 <= int(text) <= MAX_VNI:
-        raise InvalidRequest(f"{field}: must be a decimal VNI in 1..{MAX_VNI}, got {text!r}")
-    return int(text)
-
-
-def _port(field: str, text: str) -> int:
-    if not _DECIMAL.match(text) or not 1 <= int(text) <= 65535:
-        raise InvalidRequest(f"{field}: must be a decimal UDP port in 1..65535, got {text!r}")
-    return int(text)
-
-
-def _wg_key(field: str, text: str) -> str:
-    """A WireGuard key in canonical base64; the message never quotes the value."""
-    if not text:
-        raise InvalidRequest(f"{field}: must be set (a base64 WireGuard key)")
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest(f"{field}: is not valid base64 (value not shown)") from None
-    if len(raw) != 32:
-        raise InvalidRequest(
-            f"{field}: must be a 32-byte WireGuard key, got {len(raw)} bytes (value not shown)"
-        )
-    return base64.b64encode(raw).decode()
-
-
-def _host(cidr: str) -> str:
-    return cidr.split("/")[0] if cidr else ""
-
-
-def _cidr(field: str, text: str) -> str:
-    if not text:
-        return ""
-    if "/" not in text:
-        raise InvalidRequest(f"{field}: {text!r} must be in addr/len form")
-    try:
-        iface = ipaddress.ip_interface(text)
-    except ValueError:
-        raise InvalidRequest(f"{field}: {text!r} is not a valid addr/len") from None
-    return f"{iface.ip}/{iface.network.prefixlen}"
-
-
-def _routes(field: str, routes: Any, local: str, gateway: str) -> list[dict[str, str]]:
-    """Routes via the peer's address when it is on the local subnet, else on-link routes."""
-    if gateway and not (
-        local and ipaddress.ip_address(gateway) in ipaddress.ip_interface(local).network
-    ):
-        gateway = ""
-    out = []
-    for i, route in enumerate(routes):
-        name = f"ip_context.{field}[{i}].prefix"
-        if not route.prefix:
-            raise InvalidRequest(f"{name}: must not be empty")
-        try:
-            net = ipaddress.ip_network(route.prefix, strict=False)
-        except ValueError:
-            raise InvalidRequest(f"{name}: {route.prefix!r} is not a valid CIDR") from None
-        gw = gateway if gateway and ipaddress.ip_address(gateway).version == net.version else ""
-        out.append({"prefix": str(net), "gateway": gw})
-    return out
-
-
-def _neighbors(neighbors: Any) -> list[dict[str, str]]:
-    out = []
-    for i, n in enumerate(neighbors):
-        name = f"ip_context.ip_neighbors[{i}]"
-        try:
-            ip = str(ipaddress.ip_address(n.ip))
-        except ValueError:
-            raise InvalidRequest(f"{name}.ip: {n.ip!r} is not an IP address") from None
-        if not MAC_RE.match(n.hardware_address):
-            raise InvalidRequest(
-                f"{name}.hardware_address: {n.hardware_address!r} is not a MAC address"
-            )
-        out.append({"ip": ip, "mac": n.hardware_address.lower()})
-    return out
