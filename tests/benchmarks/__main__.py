@@ -146,6 +146,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", default="benchmark.json", help="where to write the figures")
     parser.add_argument("--quick", action="store_true", help="smaller numbers (about 1 minute)")
+    parser.add_argument(
+        "--vpp-run",
+        help="a command running a real VPP (CMD <runtime dir> <netns>, as NSM_TEST_VPP_RUN): "
+        "adds the VPP driver's row",
+    )
     args = parser.parse_args()
     if args.quick:
         args.count, args.batch, args.live, args.scale = 50, 100, 200, 0
@@ -177,6 +182,10 @@ def main() -> int:
             "2": throughput(loop, 2, a, b, args.batch),
         }
         out["remote_vxlan"] = remote_runs(loop, pods, min(args.count, 50))
+        if args.vpp_run:
+            from tests.benchmarks.vpp import vpp_row
+
+            out["vpp"] = vpp_row(args.vpp_run, min(args.count, 50))
     finally:
         pods.cleanup()
         loop.close()
