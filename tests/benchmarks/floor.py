@@ -30,16 +30,16 @@ IFF_UP = 1
 NLA_F_NESTED = 0x8000
 
 
-def _attr(kind: int, payload: bytes) -> bytes:
+def attr(kind: int, payload: bytes) -> bytes:
     size = 4 + len(payload)
     return struct.pack("HH", size, kind) + payload + b"\0" * ((4 - size % 4) % 4)
 
 
-def _name(text: str) -> bytes:
+def cstr(text: str) -> bytes:
     return text.encode() + b"\0"
 
 
-def _ifinfo(index: int, flags: int = 0, change: int = 0) -> bytes:
+def ifinfo(index: int, flags: int = 0, change: int = 0) -> bytes:
     return struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, flags, change)
 
 
@@ -71,18 +71,18 @@ class RawNetlink:
 
     def create(self, fd_a: int, fd_b: int, i: int, index: tuple[int, int], mtu: int) -> None:
         peer = (
-            _ifinfo(index[1])
-            + _attr(IFLA_IFNAME, _name(f"c{i}"))
-            + _attr(IFLA_NET_NS_FD, struct.pack("I", fd_b))
+            ifinfo(index[1])
+            + attr(IFLA_IFNAME, cstr(f"c{i}"))
+            + attr(IFLA_NET_NS_FD, struct.pack("I", fd_b))
         )
-        info = _attr(IFLA_INFO_KIND, _name("veth")) + _attr(
-            IFLA_INFO_DATA | NLA_F_NESTED, _attr(VETH_INFO_PEER | NLA_F_NESTED, peer)
+        info = attr(IFLA_INFO_KIND, cstr("veth")) + attr(
+            IFLA_INFO_DATA | NLA_F_NESTED, attr(VETH_INFO_PEER | NLA_F_NESTED, peer)
         )
         body = (
-            _ifinfo(index[0], IFF_UP, IFF_UP)
-            + _attr(IFLA_IFNAME, _name(f"b{i}"))
-            + _attr(IFLA_MTU, struct.pack("I", mtu))
-            + _attr(IFLA_LINKINFO | NLA_F_NESTED, info)
+            ifinfo(index[0], IFF_UP, IFF_UP)
+            + attr(IFLA_IFNAME, cstr(f"b{i}"))
+            + attr(IFLA_MTU, struct.pack("I", mtu))
+            + attr(IFLA_LINKINFO | NLA_F_NESTED, info)
         )
         self.request(fd_a, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, body)
         for fd, ifindex, last in ((fd_a, index[0], 1), (fd_b, index[1], 2)):
@@ -92,12 +92,12 @@ class RawNetlink:
                 fd,
                 RTM_NEWADDR,
                 NLM_F_CREATE | NLM_F_EXCL,
-                ifa + _attr(IFA_LOCAL, addr) + _attr(IFA_ADDRESS, addr),
+                ifa + attr(IFA_LOCAL, addr) + attr(IFA_ADDRESS, addr),
             )
-        self.request(fd_b, RTM_NEWLINK, 0, _ifinfo(index[1], IFF_UP, IFF_UP))
+        self.request(fd_b, RTM_NEWLINK, 0, ifinfo(index[1], IFF_UP, IFF_UP))
 
     def delete(self, fd_a: int, ifindex: int) -> None:
-        self.request(fd_a, RTM_DELLINK, 0, _ifinfo(ifindex))
+        self.request(fd_a, RTM_DELLINK, 0, ifinfo(ifindex))
 
     def close(self) -> None:
         for s in self.sockets.values():

@@ -16,7 +16,7 @@ import tempfile
 import time
 from typing import Any
 
-from tests.benchmarks.floor import RawNetlink, _attr, _ifinfo, _name
+from tests.benchmarks.floor import RawNetlink, attr, cstr, ifinfo
 from tests.benchmarks.load import alternating, xcon
 from tests.conftest import Node
 from tests.helpers import BackgroundLoop, Pods, make_underlay
@@ -38,14 +38,14 @@ def direct(vpp: VppHost, node: str, a: str, b: str, count: int) -> list[float]:
                 for pod, ifindex in ((a, 30000 + 4 * i), (b, 30002 + 4 * i)):
                     host = f"dv{ifindex}"
                     peer = (
-                        _ifinfo(ifindex + 1)
-                        + _attr(3, _name(f"p{i}"))
-                        + _attr(28, struct.pack("I", fds[pod]))
+                        ifinfo(ifindex + 1)
+                        + attr(3, cstr(f"p{i}"))
+                        + attr(28, struct.pack("I", fds[pod]))
                     )
-                    info = _attr(1, _name("veth")) + _attr(2 | 0x8000, _attr(1 | 0x8000, peer))
-                    body = _ifinfo(ifindex, 1, 1) + _attr(3, _name(host)) + _attr(18 | 0x8000, info)
+                    info = attr(1, cstr("veth")) + attr(2 | 0x8000, attr(1 | 0x8000, peer))
+                    body = ifinfo(ifindex, 1, 1) + attr(3, cstr(host)) + attr(18 | 0x8000, info)
                     nl.request(fds[node], 16, 0x600, body)
-                    nl.request(fds[pod], 16, 0, _ifinfo(ifindex + 1, 1, 1))
+                    nl.request(fds[pod], 16, 0, ifinfo(ifindex + 1, 1, 1))
                     r = api.af_packet_create_v3(
                         mode=1,
                         use_random_hw_addr=True,
