@@ -35,6 +35,31 @@ LOCAL0 = 0
 INSTANCE_TAG = "nsm-vpp-instance:"
 #: ``~0``: "none" / "allocate" in VPP's u32 fields.
 NONE = 0xFFFFFFFF
+#: ``sw_interface_set_flags``: admin up.
+IF_ADMIN_UP = 1
+AF_PACKET_MODE_ETHERNET = 1
+AF_PACKET_FLAG_CKSUM_GSO = 2
+
+
+def af_packet_args(host: str, *, flags: int = 0, hw_addr: str = "") -> dict[str, Any]:
+    """The arguments of ``af_packet_create_v3`` for an ethernet interface on Linux interface
+    ``host``: one queue each way, 32 blocks of 2 KiB frames, the given MAC or a random one."""
+    args: dict[str, Any] = {
+        "mode": AF_PACKET_MODE_ETHERNET,
+        "host_if_name": host,
+        "rx_frame_size": 2048,
+        "tx_frame_size": 2048,
+        "rx_frames_per_block": 32,
+        "tx_frames_per_block": 32,
+        "flags": flags,
+        "num_rx_queues": 1,
+        "num_tx_queues": 1,
+    }
+    if hw_addr:
+        args.update(hw_addr=hw_addr, use_random_hw_addr=False)
+    else:
+        args.update(use_random_hw_addr=True)
+    return args
 
 
 class VppUnavailable(ForwarderError):

@@ -36,18 +36,16 @@ from nsm_forwarder.drivers.linux.node import NodeNetns
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import End, MemifEnd, VxlanTunnel
-from nsm_forwarder.drivers.vpp.api import NONE, VppApi, VppRefused
+from nsm_forwarder.drivers.vpp.api import IF_ADMIN_UP, NONE, VppApi, VppRefused, af_packet_args
 
 log = logging.getLogger(__name__)
 
 #: VPP's tag field is a string[64]: 63 bytes and the NUL.
 TAG_MAX = 63
-AF_PACKET_MODE_ETHERNET = 1
 MEMIF_ROLE_MASTER, MEMIF_ROLE_SLAVE = 0, 1
 MEMIF_MODE_ETHERNET = 0
 #: every memif of ours is interface 0 of its own socket
 MEMIF_ID = 0
-IF_ADMIN_UP = 1
 #: VPP's retval for "no such entry" (deleting something already gone).
 GONE_RETVALS = frozenset({-2, -6, -3})  # INVALID_SW_IF_INDEX, NO_SUCH_ENTRY, NO_SUCH_FIB
 
@@ -168,19 +166,7 @@ def _build_veth_af_packet(
         ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host)),
     )
     with step(f"create VPP af_packet on {host}"):
-        reply = ctx.vpp.call(
-            "af_packet_create_v3",
-            mode=AF_PACKET_MODE_ETHERNET,
-            use_random_hw_addr=True,
-            host_if_name=host,
-            rx_frame_size=2048,
-            tx_frame_size=2048,
-            rx_frames_per_block=32,
-            tx_frames_per_block=32,
-            flags=0,
-            num_rx_queues=1,
-            num_tx_queues=1,
-        )
+        reply = ctx.vpp.call("af_packet_create_v3", **af_packet_args(host))
     index = int(reply.sw_if_index)
     set_tag(ctx, index, vpp_tag(xid, end.side, "afp"))
     set_up(ctx, index, f"host-{host}")

@@ -18,14 +18,18 @@ from nsm_forwarder.drivers.errors import DriverError
 from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.egress import Egress
 from nsm_forwarder.drivers.linux.links import step
-from nsm_forwarder.drivers.vpp.api import NONE, VppApi, VppRefused
+from nsm_forwarder.drivers.vpp.api import (
+    AF_PACKET_FLAG_CKSUM_GSO,
+    IF_ADMIN_UP,
+    NONE,
+    VppApi,
+    VppRefused,
+    af_packet_args,
+)
 
 log = logging.getLogger(__name__)
 
 UPLINK_TAG = "nsm-uplink"
-AF_PACKET_MODE_ETHERNET = 1
-AF_PACKET_FLAG_CKSUM_GSO = 2
-IF_ADMIN_UP = 1
 ADDRESS_EXISTS = frozenset({-105, -116, -81})  # ADDRESS_IN_USE, ENTRY_ALREADY_EXISTS, VALUE_EXIST
 
 
@@ -53,23 +57,9 @@ def ensure_uplink(vpp: VppApi, node_fd: int, egress: Egress, configured: str) ->
     index = find_interface(vpp, name)
     if index is None:
         with step(f"create VPP af_packet uplink on {egress.ifname}"):
-            args: dict[str, Any] = {
-                "mode": AF_PACKET_MODE_ETHERNET,
-                "host_if_name": egress.ifname,
-                "rx_frame_size": 2048,
-                "tx_frame_size": 2048,
-                "rx_frames_per_block": 32,
-                "tx_frames_per_block": 32,
-                # the egress interface is the node's: its offloads stay as they are, and VPP
-                # takes checksum/GSO state from the packet's virtio-net header instead
-                "flags": AF_PACKET_FLAG_CKSUM_GSO,
-                "num_rx_queues": 1,
-                "num_tx_queues": 1,
-            }
-            if mac:
-                args.update(hw_addr=mac, use_random_hw_addr=False)
-            else:
-                args.update(use_random_hw_addr=True)
+            # the egress interface is the node's: its offloads stay as they are, and VPP
+            # takes checksum/GSO state from the packet's virtio-net header instead
+            args = af_packet_args(egress.ifname, flags=AF_PACKET_FLAG_CKSUM_GSO, hw_addr=mac)
             index = int(vpp.call("af_packet_create_v3", **args).sw_if_index)
         with step(f"tag VPP uplink {name}"):
             vpp.call("sw_interface_tag_add_del", is_add=True, sw_if_index=index, tag=UPLINK_TAG)

@@ -16,6 +16,7 @@ import tempfile
 import time
 from typing import Any
 
+from nsm_forwarder.drivers.vpp.api import af_packet_args
 from tests.benchmarks.floor import RawNetlink, attr, cstr, ifinfo
 from tests.benchmarks.load import alternating, xcon
 from tests.conftest import Node
@@ -46,18 +47,7 @@ def direct(vpp: VppHost, node: str, a: str, b: str, count: int) -> list[float]:
                     body = ifinfo(ifindex, 1, 1) + attr(3, cstr(host)) + attr(18 | 0x8000, info)
                     nl.request(fds[node], 16, 0x600, body)
                     nl.request(fds[pod], 16, 0, ifinfo(ifindex + 1, 1, 1))
-                    r = api.af_packet_create_v3(
-                        mode=1,
-                        use_random_hw_addr=True,
-                        host_if_name=host,
-                        rx_frame_size=2048,
-                        tx_frame_size=2048,
-                        rx_frames_per_block=32,
-                        tx_frames_per_block=32,
-                        flags=0,
-                        num_rx_queues=1,
-                        num_tx_queues=1,
-                    )
+                    r = api.af_packet_create_v3(**af_packet_args(host))
                     api.sw_interface_tag_add_del(is_add=True, sw_if_index=r.sw_if_index, tag=host)
                     api.sw_interface_set_flags(sw_if_index=r.sw_if_index, flags=1)
                     indexes.append((host, int(r.sw_if_index)))
