@@ -2,8 +2,8 @@
 
 Accepts:  ApplyXconn -> XconnApplied (ask); CloseXconn -> XconnClosed (ask); MarkDown -> bool
           (ask, from the pod liveness check); Rebuild -> bool (ask, after a data-plane
-          restart); Park -> its state or None (ask, when idle: it is stopped then, and its
-          successor starts from that state).
+          restart). When it is idle its owner takes its state (``parked_state``) and drops it;
+          its successor starts from that state.
 Sends:    WorkerCall (apply / remove) through the WorkerPool; XconnUpdated / XconnDeleted to
           the Monitor; rows to the Store.
 Guarantees: one message at a time, in arrival order, for its id (different ids run in parallel
@@ -16,7 +16,8 @@ Guarantees: one message at a time, in arrival order, for its id (different ids r
           removes what was applied (the stored cross-connect, not the caller's copy), deletes the
           row and then emits DELETE; closing an unknown id succeeds and sweeps any tagged
           leftovers the request names.
-Threads:  its own pykka thread; blocks only on worker calls and the Store; never touches asyncio.
+Threads:  a pooled actor (pooled.py): runs on one of the Connections' dispatcher threads while
+          it has messages; blocks only on worker calls and the Store; never touches asyncio.
 Failure:  errors go back to the asker as ForwarderError (mapped to gRPC statuses by the
           Frontend); the actor keeps its last consistent state and goes on.
 Owns:     the applied record, plan and cross-connect bytes of its id; nothing else.
@@ -38,15 +39,15 @@ from nsm_forwarder.actors.messages import (
     CloseXconn,
     MarkDown,
     Message,
-    Park,
     Rebuild,
     XconnApplied,
     XconnClosed,
     XconnDeleted,
     XconnUpdated,
 )
+from nsm_forwarder.actors.pooled import Dispatcher, PooledActor
 from nsm_forwarder.actors.reconcile import Report, settle_pending
-from nsm_forwarder.actors.runtime import BaseActor, Link, hang_forever
+from nsm_forwarder.actors.runtime import Link, hang_forever
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.actors.xcons import with_down
@@ -98,9 +99,10 @@ class _Guarded:
         return guarded
 
 
-class ConnectionActor(BaseActor):
+class ConnectionActor(PooledActor):
     def __init__(
         self,
+        dispatcher: Dispatcher,
         xcon_id: str,
         pool: WorkerPool,
         monitor: Link,
@@ -113,7 +115,7 @@ class ConnectionActor(BaseActor):
         fence: threading.Lock | None = None,
         remover: RemoveBatcher | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(dispatcher)
         self.xcon_id = xcon_id
         abandoned = abandoned or threading.Event()
         fence = fence or threading.Lock()
@@ -181,11 +183,13 @@ class ConnectionActor(BaseActor):
             return self._mark_down(message.sides)
         if isinstance(message, Rebuild):
             return self._rebuild_all(message.why)
-        if isinstance(message, Park):
-            if self.applied is None:
-                return None
-            return {"xcon": self.xcon, "plan": self.plan, "applied": self.applied}
         raise TypeError(f"ConnectionActor cannot handle {message.TAG}")
+
+    def parked_state(self) -> dict[str, Any] | None:
+        """What a successor needs (None when nothing is applied); call only while idle."""
+        if self.applied is None:
+            return None
+        return {"xcon": self.xcon, "plan": self.plan, "applied": self.applied}
 
     def _timed(self, what: str, fn: Any, data: bytes) -> Any:
         start = time.perf_counter()

@@ -3,9 +3,10 @@ those actors (one-for-one).
 
 Accepts:  ``ask(id, message)`` from the asyncio loop (the Frontend, the periodic checks).
 Sends:    the message to the id's ConnectionActor (started on demand, from its parked state, its
-          Store row or nothing); Park to an actor once nothing is in flight for its id.
-Threads:  the asyncio loop of the main process (so routing needs no lock); actors run on their
-          own pykka threads while they have work.
+          Store row or nothing); once nothing is in flight for an id, takes its actor's state
+          and drops the actor.
+Threads:  the asyncio loop of the main process (so routing needs no lock); actors run on the
+          threads of one Dispatcher (pooled.py), at most ``threads`` at a time.
 """
 
 from __future__ import annotations
@@ -17,16 +18,15 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-import pykka
 
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import ConnectionActor, Planner
 from nsm_forwarder.actors.faults import Injector
-from nsm_forwarder.actors.messages import Park
+from nsm_forwarder.actors.pooled import Dispatcher
 from nsm_forwarder.actors.runtime import Link, ask
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.drivers.errors import ForwarderError, OperationTimeout
+from nsm_forwarder.drivers.errors import OperationTimeout
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,11 @@ log = logging.getLogger(__name__)
 class Connections:
     """id -> ConnectionActor, owned by the asyncio loop (so routing needs no lock).
 
-    An actor runs only while its id has work: once nothing is in flight for it, it hands over
-    its state (``Park``) and is stopped; the state is kept here, packed, and the next message
-    for that id starts an actor from it. So a node with thousands of cross-connects has a few
-    actor threads, not one per cross-connect.
+    An actor exists only while its id has work: once nothing is in flight for it, its state is
+    kept here, packed, and the actor is dropped; the next message for that id starts an actor
+    from it. Actors share the ``threads`` threads of one Dispatcher, so a node with thousands
+    of cross-connects has a few threads and a small packed state per cross-connect, and a
+    Request starts no thread.
 
     Supervision of ConnectionActors lives here (one-for-one): an actor found dead is restarted
     from its Store row; an actor that does not answer within ``timeout`` is abandoned (it may
@@ -56,7 +57,9 @@ class Connections:
         faults: Injector | None = None,
         on_restart: Callable[[str], None] = lambda kind: None,
         remover: RemoveBatcher | None = None,
+        threads: int = 64,
     ) -> None:
+        self.dispatcher = Dispatcher("connection", threads)
         self.pool = pool
         self.remover = remover
         self.monitor = monitor
@@ -65,7 +68,7 @@ class Connections:
         self.timeout = timeout
         self.faults = faults or Injector("connection", ())
         self.on_restart = on_restart
-        self._actors: dict[str, tuple[pykka.ActorRef[Any], threading.Event]] = {}
+        self._actors: dict[str, tuple[ConnectionActor, threading.Event]] = {}
         self._in_flight: dict[str, int] = {}
         #: one lock per id, shared by every actor that serves it (see connection._Guarded)
         self._fences: dict[str, threading.Lock] = {}
@@ -73,9 +76,10 @@ class Connections:
         #: id -> msgpack of the Park state of an idle cross-connect
         self._parked: dict[str, bytes] = {}
 
-    def _start(self, xcon_id: str, record: Record | None) -> pykka.ActorRef[Any]:
+    def _start(self, xcon_id: str, record: Record | None) -> ConnectionActor:
         abandoned = threading.Event()
-        ref = ConnectionActor.start(
+        ref = ConnectionActor(
+            self.dispatcher,
             xcon_id,
             self.pool,
             self.monitor,
@@ -133,9 +137,9 @@ class Connections:
         finally:
             self._in_flight[xcon_id] -= 1
             if self._in_flight[xcon_id] == 0:
-                await self._reap(xcon_id, ref)
+                self._reap(xcon_id, ref)
 
-    def _abandon(self, xcon_id: str, ref: pykka.ActorRef[Any]) -> None:
+    def _abandon(self, xcon_id: str, ref: ConnectionActor) -> None:
         entry = self._actors.get(xcon_id)
         if entry is None or entry[0] is not ref:
             return
@@ -143,27 +147,30 @@ class Connections:
         self._abandoned_ids.add(xcon_id)
         entry[1].set()
         del self._actors[xcon_id]
-        ref.stop(block=False)
+        ref.stop()
+        self.dispatcher.replace_lost_thread()  # its thread may never come back
         self.on_restart("connection")
 
-    async def _reap(self, xcon_id: str, ref: pykka.ActorRef[Any]) -> None:
-        """Stop the actor of an id that has nothing queued, keeping its state (if any)."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                state = await ask(ref, Park())
-        except (pykka.ActorDeadError, TimeoutError, ForwarderError):
-            return
+    def _reap(self, xcon_id: str, ref: ConnectionActor) -> None:
+        """Drop the actor of an id that has nothing in flight, keeping its state (if any).
+
+        Every message to an actor comes through :meth:`ask`, so with none in flight its last
+        reply is out and its mailbox is empty: its state is final. A dead actor (it crashed)
+        is kept, so that the next message restarts the id from the Store."""
         entry = self._actors.get(xcon_id)
-        if self._in_flight.get(xcon_id) == 0 and entry is not None and entry[0] is ref:
-            del self._actors[xcon_id]
-            del self._in_flight[xcon_id]
-            if state is not None:
-                self._park(xcon_id, state)
-            elif xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
-                self._fences.pop(xcon_id, None)
-            ref.stop(block=False)
+        if entry is None or entry[0] is not ref or not ref.is_alive():
+            return
+        del self._actors[xcon_id]
+        del self._in_flight[xcon_id]
+        state = ref.parked_state()
+        if state is not None:
+            self._park(xcon_id, state)
+        elif xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
+            self._fences.pop(xcon_id, None)
+        ref.stop()
 
     def stop(self) -> None:
         for ref, _ in self._actors.values():
-            ref.stop(block=False)
+            ref.stop()
         self._actors.clear()
+        self.dispatcher.stop()

@@ -80,14 +80,6 @@ class Rebuild(Message):
     why: str
 
 
-@dataclasses.dataclass(frozen=True)
-class Park(Message):
-    """Ask a ConnectionActor for its state, so that it may be stopped while idle: reply None
-    when it holds nothing, else ``{"xcon", "plan", "applied"}`` to start its successor from."""
-
-    TAG: ClassVar[str] = "park"
-
-
 # --- ConnectionActor -> Monitor ----------------------------------------------------------------
 
 
@@ -178,7 +170,6 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         XconnClosed,
         MarkDown,
         Rebuild,
-        Park,
         XconnUpdated,
         XconnDeleted,
         MetricsCollected,

@@ -69,16 +69,7 @@ class BaseActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, Envelope):
             raise TypeError(f"{type(self).__name__} got a non-Envelope message {message!r:.80}")
-        try:
-            result = self.handle(message.message)
-        except Exception as exc:
-            if message.reply is None:
-                log.exception("%s failed on %s", type(self).__name__, message.message.TAG)
-            else:
-                message.reply.set_exception(exc)
-            return None
-        if message.reply is not None:
-            message.reply.set_result(result)
+        deliver(self, message)
         return None
 
     def handle(self, message: Message) -> Any:
@@ -111,6 +102,25 @@ class BaseActor(pykka.ThreadingActor):
                 )
 
 
+class Handler(Protocol):
+    def handle(self, message: Message) -> Any: ...
+
+
+def deliver(actor: Handler, envelope: Envelope) -> None:
+    """Hand one envelope to ``actor.handle``: the reply (or the exception) goes to the asker;
+    an exception from a tell is logged. The actor carries on either way."""
+    try:
+        result = actor.handle(envelope.message)
+    except Exception as exc:
+        if envelope.reply is None:
+            log.exception("%s failed on %s", type(actor).__name__, envelope.message.TAG)
+        else:
+            envelope.reply.set_exception(exc)
+        return
+    if envelope.reply is not None:
+        envelope.reply.set_result(result)
+
+
 def hang_forever() -> None:
     """An injected hang: block this thread for good (its watchdog replaces the actor)."""
     threading.Event().wait()
@@ -121,7 +131,13 @@ def tell(ref: pykka.ActorRef[Any], message: Message) -> None:
     ref.tell(Envelope(message))
 
 
-def ask(ref: pykka.ActorRef[Any], message: Message) -> asyncio.Future[Any]:
+class Mailbox(Protocol):
+    """What :func:`ask` sends to: a pykka ActorRef or a pooled actor."""
+
+    def tell(self, message: Any) -> None: ...
+
+
+def ask(ref: Mailbox, message: Message) -> asyncio.Future[Any]:
     """From the asyncio loop: a future of the actor's reply (await it)."""
     reply = AsyncioReply(asyncio.get_running_loop())
     ref.tell(Envelope(message, reply))
