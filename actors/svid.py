@@ -154,7 +154,7 @@ class WorkloadApiSource:
                         self.path,
                     )
                     missing_said = True
-                self.last_error = "its socket does not exist"
+                self.last_error = f"its socket {self.path} does not exist"
                 self._closed.wait(SOCKET_POLL_INTERVAL)
                 continue
             if missing_said:

@@ -12,6 +12,7 @@ The TLS side runs the Transport on an asyncio loop in a daemon thread for the ch
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -57,6 +58,8 @@ def client_channel(
         finally:
             channel.close()
         return
+    # the reason comes back in NoTransport; the source's own log lines would repeat it on stderr
+    logging.getLogger("nsm_forwarder.actors.svid").addHandler(logging.NullHandler())
     try:
         transport = Transport(settings, what="nsm-forwarder client")
     except TransportConfigError as err:

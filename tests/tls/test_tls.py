@@ -290,3 +290,24 @@ def test_insecure_true_serves_plaintext_with_one_warning(node_factory: type) -> 
     log = node.forwarder.log()
     assert log.count(INSECURE_WARNING) == 1
     assert stat.S_IMODE(os.stat(node.forwarder.socket).st_mode) == 0o660
+
+
+def test_sigterm_while_waiting_for_the_agent_is_a_clean_stop(mesh: Mesh) -> None:
+    fwd = mesh.node.forwarder
+    late = os.path.join(mesh.node.workdir, "never-agent.sock")
+    fwd.env["SPIFFE_ENDPOINT_SOCKET"] = "unix://" + late
+    fwd.start(wait=False)
+    wait_until(lambda: f"socket {late} does not exist" in fwd.log(), 30, "the error line")
+    assert fwd.terminate() == 0
+    assert "start-up interrupted" in fwd.log()
+
+
+def test_cli_without_an_agent_fails_with_one_line(mesh: Mesh) -> None:
+    missing = os.path.join(mesh.node.workdir, "no-agent.sock")
+    env = {"INSECURE": "false", "SPIFFE_ENDPOINT_SOCKET": "unix://" + missing}
+    done = run_cli("list", "--timeout", "1", "--socket", mesh.node.forwarder.socket, env=env)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"nsm-forwarder: list failed: UNAVAILABLE: no TLS identity within 1s: its socket "
+        f"{missing} does not exist"
+    ]
