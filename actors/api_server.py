@@ -8,12 +8,16 @@ Sends:    nothing itself: it serves the Frontend's forwarder.Forwarder,
           until stop().
 Guarantees: a stale unix socket file is removed before listening, but anything else at that path
           is refused and left alone; remove_socket() removes only a socket this server cleaned
-          and listened on.
+          and listened on; the unix socket is mode 0660 (group ``group``) from the moment it can
+          be reached (local_socket.py); TCP is only used when asked for, with a warning; with a
+          Transport in a TLS mode, every connection is mTLS and, with an allow-list, every RPC of
+          a refused peer ID fails with PERMISSION_DENIED (tls.py).
 Threads:  the asyncio loop of the main process.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 
@@ -28,7 +32,11 @@ from nsm_forwarder.actors.frontend import (
     MechanismsService,
 )
 from nsm_forwarder.actors.grpc_io import grpc_address
+from nsm_forwarder.actors.local_socket import SocketError, add_unix_port
+from nsm_forwarder.actors.tls import Transport
 from nsm_forwarder.proto import crossconnect_pb2_grpc, forwarder_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 SERVICES = (
     "forwarder.Forwarder",
@@ -57,8 +65,9 @@ class ApiServer:
     """ApiServer - ``listen(...)``, ``await serve()``; at the end ``await stop()``, then
     ``remove_socket()``."""
 
-    def __init__(self, socket_type: str, socket: str) -> None:
+    def __init__(self, socket_type: str, socket: str, group: str = "") -> None:
         self.address = grpc_address(socket_type, socket)
+        self.group = group
         #: the unix socket file (absolute), None for tcp
         self.socket_path = os.path.abspath(socket) if socket_type == "unix" else None
         self._claimed = False
@@ -70,9 +79,12 @@ class ApiServer:
         forwarder: ForwarderService,
         mechanisms: MechanismsService,
         monitor: CrossConnectMonitorService,
+        transport: Transport | None = None,
     ) -> None:
-        """Add the services, clean a stale socket and bind the address (not serving yet)."""
-        server = grpc.aio.server()
+        """Add the services, clean a stale socket and bind the address (not serving yet);
+        ``transport`` (started) gives the credentials and the peer check (None: plaintext)."""
+        server = grpc.aio.server(interceptors=transport.interceptors() if transport else None)
+        credentials = transport.server_credentials() if transport else None
         forwarder_pb2_grpc.add_ForwarderServicer_to_server(forwarder, server)
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(mechanisms, server)
         crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(monitor, server)
@@ -80,10 +92,23 @@ class ApiServer:
         if self.socket_path is not None:
             clean_socket(self.socket_path)
             self._claimed = True
-        try:
-            server.add_insecure_port(self.address)
-        except RuntimeError as exc:
-            raise ListenError(f"cannot listen on {self.address}: {exc}") from None
+            try:
+                add_unix_port(server, self.socket_path, credentials, self.group)
+            except SocketError as exc:
+                raise ListenError(str(exc)) from None
+        else:
+            log.warning(
+                "FORWARDER_SOCKET_TYPE=tcp: the forwarder API listens on TCP %s%s",
+                self.address,
+                "" if credentials else ", in plaintext: anyone who can reach it can use it",
+            )
+            try:
+                if credentials is None:
+                    server.add_insecure_port(self.address)
+                else:
+                    server.add_secure_port(self.address, credentials)
+            except RuntimeError as exc:
+                raise ListenError(f"cannot listen on {self.address}: {exc}") from None
         self._server = server
 
     async def serve(self) -> None:

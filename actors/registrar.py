@@ -16,7 +16,8 @@ Threads:  one asyncio task in the forwarder's main loop; `on_state` runs in that
 Failure:  gRPC errors and `registered=false` -> one WARNING line, state RETRYING, retry after
           `retry_interval`; any other exception -> logged with traceback, retried the same way;
           the loop only ends through stop(); unregistration errors are logged, never raised
-Owns:     its own gRPC channel to the registrar; nothing else
+Owns:     its own gRPC channel to the registrar, made by ``dial`` (plaintext or through the
+          Transport's mTLS, tls.py); nothing else
 The socket and stream plumbing it stands on (dial target, socket probe, stream reading, error
 reasons) is in grpc_io.py.
 """
@@ -108,6 +109,7 @@ class Registrar:
         rpc_timeout: float = 5.0,
         on_state: Callable[[RegistrationState], None] | None = None,
         faults: Injector | None = None,
+        dial: Callable[[str], grpc.aio.Channel] = grpc.aio.insecure_channel,
     ) -> None:
         if registrar_socket_type not in ("unix", "tcp"):
             raise ValueError(
@@ -122,6 +124,7 @@ class Registrar:
         self._rpc_timeout = rpc_timeout
         self._on_state = on_state
         self._faults = faults or Injector("registrar", ())
+        self._dial = dial
         self._renew: asyncio.Event | None = None
         self._renew_reason = ""
 
@@ -252,7 +255,7 @@ class Registrar:
     async def _unregister(self, timeout: float) -> None:
         request = forwarderregistrar_pb2.ForwarderUnRegistrationRequest(forwarder_name=self._name)
         try:
-            async with grpc.aio.insecure_channel(self._target) as channel:
+            async with self._dial(self._target) as channel:
                 stub = forwarderregistrar_pb2_grpc.ForwarderUnRegistrationStub(channel)
                 async with asyncio.timeout(timeout):
                     reply = await stub.RequestForwarderUnRegistration(request, timeout=timeout)
@@ -337,7 +340,7 @@ class Registrar:
         request = forwarderregistrar_pb2.ForwarderRegistrationRequest(
             forwarder_name=self._name, forwarder_socket=self._forwarder_socket
         )
-        async with grpc.aio.insecure_channel(self._target) as channel:
+        async with self._dial(self._target) as channel:
             stub = forwarderregistrar_pb2_grpc.ForwarderRegistrationStub(channel)
             try:
                 reply = await stub.RequestForwarderRegistration(

@@ -12,8 +12,8 @@ Start-up phases (numbered and timed in the log):
   3 workers    spawn the worker pool (DriverHost processes); each runs the driver's init
   4 monitor    start the Monitor actor (cross-connect events)
   5 reconcile  make the data plane and the Store agree (see reconcile.py); restore actors
-  6 grpc       clean a stale socket, listen on FORWARDER_SOCKET, serve the API + health service
-               (the server: api_server.py)
+  6 grpc       wait for the TLS identity (unless INSECURE=true; tls.py), clean a stale socket,
+               listen on FORWARDER_SOCKET, serve the API + health service (api_server.py)
   7 register   start the Registrar (registration with nsmd runs in the background)
 Then the loops of periodic.py run: the pod liveness check every
 CROSS_CONNECT_LIVENESS_CHECK_INTERVAL, interface counters every METRICS_COLLECTOR_REQUEST_PERIOD
@@ -46,6 +46,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import grpc.aio
+
 from nsm_forwarder.actors.api_server import ApiServer, ListenError
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import planner
@@ -67,6 +69,7 @@ from nsm_forwarder.actors.registrar import Registrar
 from nsm_forwarder.actors.restarts import Restarts
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.store import Store
+from nsm_forwarder.actors.tls import Transport, TransportConfigError, tls_settings_from
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.config.settings import Settings
@@ -109,7 +112,8 @@ class Supervisor:
         self.pool: WorkerPool | None = None
         self.monitor = Link("monitor")
         self.connections: Connections | None = None
-        self.api = ApiServer(settings.socket_type, settings.socket)
+        self.api = ApiServer(settings.socket_type, settings.socket, settings.socket_group)
+        self.transport: Transport | None = None
         self.metrics = Metrics(settings.metrics_enabled, self.restarts)
         self.health = Health(settings.health_host, settings.health_port, self.metrics.render)
         self.registrar: Registrar | None = None
@@ -256,10 +260,17 @@ class Supervisor:
         frontend = self.faults["frontend"]
         update = mechanism_update(tuple(caps["local"]), tuple(caps["remote"]), str(s.src_ip))
         try:
+            self.transport = Transport(tls_settings_from(dict(s)))
+        except TransportConfigError as exc:
+            raise StartupError(str(exc)) from None
+        if not await self.transport.start(self.stopping):
+            raise StartupError("stopped while waiting for the TLS identity")
+        try:
             self.api.listen(
                 ForwarderService(self.connections, self.metrics, frontend),
                 MechanismsService(update, self.stopping, frontend, self._unwatched),
                 self.xcon_monitor,
+                self.transport,
             )
         except ListenError as exc:
             raise StartupError(str(exc)) from None
@@ -294,6 +305,7 @@ class Supervisor:
             retry_interval=s.reregister_interval.total_seconds(),
             rpc_timeout=s.registrar_timeout.total_seconds(),
             faults=self.faults["registrar"],
+            dial=self.transport.dial if self.transport else grpc.aio.insecure_channel,
         )
         registrar = self.registrar
         self.metrics.registration_state = lambda: registrar.state.value
@@ -363,6 +375,9 @@ class Supervisor:
             try:
                 await self.start()
             except StartupError as exc:
+                if self.stopping.is_set():  # a signal during start-up: a normal stop
+                    log.info("start-up interrupted: %s", exc)
+                    return self.exit_code
                 log.error("start-up failed: %s", exc)
                 return 1
             await self.stopping.wait()
@@ -393,6 +408,8 @@ class Supervisor:
         if await self.api.stop():
             log.info("shutdown 2/5: stopped serving")
         self.api.remove_socket()
+        if self.transport is not None:
+            await self.transport.close()
         log.info("shutdown 3/5: socket removed")
         if self.connections is not None:
             self.connections.stop()

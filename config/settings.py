@@ -311,6 +311,53 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- transport security and the local surface (issue 14) ----------------------------------
+    spiffe_endpoint_socket: NonEmptyStr = Field(
+        "unix:///run/spire/sockets/agent.sock",
+        validation_alias="SPIFFE_ENDPOINT_SOCKET",
+        description=(
+            "The SPIFFE Workload API (SPIRE agent) socket, unix:///<path>, the source of the "
+            "X509-SVIDs for mTLS when INSECURE is false and no TLS files are set (the variable "
+            "go-spiffe and py-spiffe read)."
+        ),
+    )
+    tls_cert_file: str = Field(
+        "",
+        validation_alias="NSM_FORWARDER_TLS_CERT_FILE",
+        description=(
+            "File-based mTLS (no SPIRE): PEM certificate chain, leaf first; with tls_key_file and "
+            "tls_ca_file. Re-read when it changes. Empty (the default): SVIDs from the Workload "
+            "API."
+        ),
+    )
+    tls_key_file: str = Field(
+        "",
+        validation_alias="NSM_FORWARDER_TLS_KEY_FILE",
+        description="File-based mTLS: the PEM private key of tls_cert_file.",
+    )
+    tls_ca_file: str = Field(
+        "",
+        validation_alias="NSM_FORWARDER_TLS_CA_FILE",
+        description="File-based mTLS: the PEM trust bundle peers' certificates must chain to.",
+    )
+    tls_allowed_ids: str = Field(
+        "",
+        validation_alias="NSM_FORWARDER_TLS_ALLOWED_IDS",
+        description=(
+            "Peer SPIFFE IDs accepted over mTLS, comma- or space-separated; spiffe://<trust "
+            "domain> admits a whole trust domain. Empty (the default, as upstream): any peer whose "
+            "certificate chains to the trust bundle."
+        ),
+    )
+    socket_group: str = Field(
+        "",
+        validation_alias="NSM_FORWARDER_SOCKET_GROUP",
+        description=(
+            "Group (name or number) of the forwarder's unix socket, which is created mode 0660; "
+            "empty (the default): the forwarder's own group."
+        ),
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -157,7 +157,8 @@ class Forwarder:
     def log_path(self) -> str:
         return os.path.join(self.workdir, "forwarder.log")
 
-    def start(self) -> None:
+    def start(self, wait: bool = True) -> None:
+        """Start the process; with ``wait``, until its socket accepts connections."""
         env = dict(os.environ)
         env.update(
             FORWARDER_NAME=self.name,
@@ -185,6 +186,8 @@ class Forwarder:
                 stdin=subprocess.DEVNULL,
             )
         proc = self.proc
+        if not wait:
+            return
         wait_until(lambda: self.accepts() or proc.poll() is not None, 30, "the socket")
         if proc.poll() is not None:
             raise AssertionError(f"forwarder exited at start:\n{self.log()}")

@@ -73,15 +73,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"nsm-forwarder: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if not settings.insecure:
-        print(
-            "nsm-forwarder: INSECURE=false asks for SPIFFE mTLS, which this forwarder does not "
-            "support yet; set INSECURE=true (and the same on nsmd)",
-            file=sys.stderr,
-        )
-        return EXIT_CONFIG
     setup_logging(settings.log_level)
     log = logging.getLogger("nsm_forwarder")
+    if settings.insecure:
+        from nsm_forwarder.actors.tls import INSECURE_WARNING
+
+        log.warning(INSECURE_WARNING)
     log.info("config: %s", " ".join(f"{k}={v}" for k, v in as_log_dict(settings).items()))
     return asyncio.run(serve(settings))
 

@@ -1,7 +1,8 @@
 """Operator client commands of the ``nsm-forwarder`` console script: list, watch, request, close.
 
 Scope:    talks to a running forwarder over its public gRPC API only (``forwarder.Forwarder`` and
-          ``crossconnect.MonitorCrossConnect``), plaintext, on a unix socket or TCP.
+          ``crossconnect.MonitorCrossConnect``), on a unix socket or TCP: plaintext when
+          INSECURE=true, else mTLS as the forwarder's environment says (``client_tls.py``).
 Entry:    ``add_client_commands(subparsers)`` adds the four subcommands; each sets
           ``func(args) -> int`` (the process exit code).
 Exit codes: 0 success; 1 any gRPC failure (one line ``nsm-forwarder: <command> failed:
@@ -30,6 +31,7 @@ from google.protobuf import empty_pb2
 
 from nsm_forwarder.proto import crossconnect_pb2, crossconnect_pb2_grpc, forwarder_pb2_grpc
 from nsm_forwarder.proto.crossconnect_pb2 import CrossConnectEvent
+from nsm_forwarder.tools.client_tls import NoTransport, client_channel
 from nsm_forwarder.tools.formats import (
     BadRequestFile,
     event_to_dict,
@@ -84,11 +86,13 @@ def resolve_target(socket: str | None, tcp: str | None, environ: Mapping[str, st
 
 @contextmanager
 def _channel(args: argparse.Namespace) -> Iterator[grpc.Channel]:
-    channel = grpc.insecure_channel(resolve_target(args.socket, args.tcp, os.environ))
+    """Plaintext with INSECURE=true, else mTLS as the forwarder's environment says (client_tls)."""
+    target = resolve_target(args.socket, args.tcp, os.environ)
     try:
-        yield channel
-    finally:
-        channel.close()
+        with client_channel(target, os.environ, args.timeout) as channel:
+            yield channel
+    except NoTransport as err:
+        raise CommandFailed("UNAVAILABLE", str(err)) from None
 
 
 def _initial_state(channel: grpc.Channel, timeout: float) -> CrossConnectEvent:

@@ -16,7 +16,10 @@ Threads:  the asyncio loop that called start()
 Failure:  a forwarder that cannot be dialled within 15 s or whose MonitorMechanisms stream fails is
           removed from the model, as in nsmd; MonitorCrossConnects errors only end that monitor
 Owns:     the socket file (stale file removed before listening, removed again on stop) and the
-          model: `registered`, `history`, `mechanisms`, `initial_state`
+          model: `registered`, `history`, `mechanisms`, `initial_state`, `peers`
+TLS:      with a started `transport` (nsm_forwarder.actors.tls.Transport in a TLS mode), it
+          serves mTLS (and refuses peer IDs outside the transport's allow-list) and dials the
+          forwarders through it, as nsmd with INSECURE=false
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ import grpc
 import grpc.aio
 from google.protobuf import empty_pb2
 
+from nsm_forwarder.actors.local_socket import add_unix_port
+from nsm_forwarder.actors.tls import Transport, peer_spiffe_id
 from nsm_forwarder.proto import (
     crossconnect_pb2,
     crossconnect_pb2_grpc,
@@ -63,8 +68,10 @@ class RegistrarServer:
         *,
         liveness_interval: float = 5.0,
         watch_forwarders: bool = True,
+        transport: Transport | None = None,
     ) -> None:
         self.socket_path = socket_path
+        self.transport = transport
         self.liveness_interval = liveness_interval
         self.watch_forwarders = watch_forwarders
 
@@ -76,6 +83,8 @@ class RegistrarServer:
         """Last MechanismUpdate received from each forwarder."""
         self.initial_state: dict[str, crossconnect_pb2.CrossConnectEvent] = {}
         """First CrossConnectEvent of the latest MonitorCrossConnects call to each forwarder."""
+        self.peers: list[str] = []
+        """The peer SPIFFE ID of each registration call ("" over plaintext), in order."""
 
         self._server: grpc.aio.Server | None = None
         self._liveness_breakers: set[asyncio.Event] = set()
@@ -91,14 +100,15 @@ class RegistrarServer:
         path = os.path.abspath(self.socket_path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         _remove_socket_file(path)
-        server = grpc.aio.server()
+        transport = self.transport
+        server = grpc.aio.server(interceptors=transport.interceptors() if transport else None)
         forwarderregistrar_pb2_grpc.add_ForwarderRegistrationServicer_to_server(
             _Registration(self), server
         )
         forwarderregistrar_pb2_grpc.add_ForwarderUnRegistrationServicer_to_server(
             _UnRegistration(self), server
         )
-        server.add_insecure_port("unix://" + path)
+        add_unix_port(server, path, transport.server_credentials() if transport else None)
         await server.start()
         with contextlib.suppress(OSError):
             os.chmod(path, 0o600)
@@ -209,7 +219,9 @@ class RegistrarServer:
 
     async def _watch(self, name: str, socket: str) -> None:
         """nsmd's forwarderMonitor: MonitorMechanisms until it fails, then drop the forwarder."""
-        channel = grpc.aio.insecure_channel("unix://" + os.path.abspath(socket))
+        target = "unix://" + os.path.abspath(socket)
+        transport = self.transport
+        channel = transport.dial(target) if transport else grpc.aio.insecure_channel(target)
         crossconnects: asyncio.Task[None] | None = None
         try:
             try:
@@ -273,6 +285,7 @@ class _Registration(forwarderregistrar_pb2_grpc.ForwarderRegistrationServicer):
         context: grpc.aio.ServicerContext,
     ) -> forwarderregistrar_pb2.ForwarderRegistrationReply:
         name = request.forwarder_name
+        self._owner.peers.append(peer_spiffe_id(context) if self._owner.transport else "")
         if not self._owner._register(name, request.forwarder_socket):
             log.info("registrar stand-in: refused duplicate forwarder %r", name)
             await context.abort(

@@ -73,6 +73,11 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "max_restarts",
         "restart_window",
         "faults",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_ca_file",
+        "tls_allowed_ids",
+        "socket_group",
     }
     assert set(data) == own
     from_file = Settings(src_ip="10.0.0.1", **data)
@@ -125,6 +130,12 @@ UPSTREAM = [
     ("INSECURE", "true", "insecure", True),
     ("TRACER_ENABLED", "0", "tracer_enabled", False),
     ("FORWARDER_ALLOW_VHOST", "false", "allow_vhost", False),
+    (
+        "SPIFFE_ENDPOINT_SOCKET",
+        "unix:///run/a.sock",
+        "spiffe_endpoint_socket",
+        "unix:///run/a.sock",
+    ),
 ]
 
 

@@ -45,7 +45,6 @@ def run_cli(
             ["--workers", "0"],
             "--workers",
         ),
-        ({"NSM_FORWARDER_SRC_IP": "10.0.0.1"}, [], "INSECURE=false"),
     ],
     ids=[
         "workers-env",
@@ -53,7 +52,6 @@ def run_cli(
         "bad-src-ip",
         "bad-duration",
         "flag-wins",
-        "insecure-false",
     ],
 )
 def test_cli_run_refuses_bad_settings_with_one_line(
