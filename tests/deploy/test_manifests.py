@@ -220,3 +220,18 @@ def test_manifests_check_fails_on_a_missing_property(breaks: Any) -> None:
     breaks(pod, forwarder_container(pod))
     with pytest.raises((AssertionError, KeyError)):
         check_daemonset(objects)
+
+
+def test_readme_deploy_section_names_what_exists() -> None:
+    """The README's "Deploy on Kubernetes" names existing files, the real DaemonSet and values."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Deploy on Kubernetes", 1)[1].split("\n## ", 1)[0]
+    paths = set(re.findall(r"(?<![\w/])((?:docker|tests)/[\w./-]+)", section))
+    assert paths and [p for p in paths if not (ROOT / p.rstrip(".")).exists()] == []
+    names = {
+        f"ds/{one(kustomize(KUBERNETES) or helm_template({}), 'DaemonSet')['metadata']['name']}"
+    }
+    assert set(re.findall(r"ds/[\w-]+", section)) == names
+    values = CHART.values
+    for key in re.findall(r"--set (\w+)=", section) + ["workers", "insecure"]:
+        assert key in values, key
