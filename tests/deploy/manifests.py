@@ -165,5 +165,10 @@ def check_daemonset(objects: list[dict[str, Any]]) -> None:
     assert ds["metadata"]["name"] == f"nsm-{plane}-forwarder"
     assert spec["selector"] == {"matchLabels": {"app": f"nsm-{plane}-plane"}}
     assert spec["template"]["metadata"]["labels"]["app"] == f"nsm-{plane}-plane"
+    assert fwd["name"] == f"{plane}-forwarder"
     if plane == "vpp":
+        default = spec["template"]["metadata"]["annotations"][
+            "kubectl.kubernetes.io/default-container"
+        ]
+        assert default == fwd["name"], "kubectl exec ds/... reaches the forwarder, not VPP"
         assert "/run/vpp" in mounts and "emptyDir" in volumes[mounts["/run/vpp"]["name"]]
