@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nsm_forwarder.actors.batcher import RemoveBatcher
-from nsm_forwarder.actors.faults import CRASH, HANG, Injector
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector, hang_forever
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
@@ -47,7 +47,7 @@ from nsm_forwarder.actors.messages import (
 )
 from nsm_forwarder.actors.pooled import Dispatcher, PooledActor
 from nsm_forwarder.actors.reconcile import Report, settle_pending
-from nsm_forwarder.actors.runtime import Link, hang_forever
+from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.actors.xcons import with_down

@@ -124,3 +124,8 @@ class Injector:
 
 def _nothing() -> None:
     return None
+
+
+def hang_forever() -> None:
+    """An injected hang: block this thread for good (its watchdog replaces the actor)."""
+    threading.Event().wait()

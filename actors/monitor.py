@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from nsm_forwarder.actors.faults import CRASH, HANG, Injector
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector, hang_forever
 from nsm_forwarder.actors.messages import (
     ListXconns,
     Message,
@@ -34,7 +34,7 @@ from nsm_forwarder.actors.messages import (
     XconnDeleted,
     XconnUpdated,
 )
-from nsm_forwarder.actors.runtime import BaseActor, hang_forever
+from nsm_forwarder.actors.runtime import BaseActor
 from nsm_forwarder.drivers.errors import WorkerLost
 from nsm_forwarder.proto import crossconnect_pb2
 

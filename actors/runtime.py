@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
-import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -119,11 +118,6 @@ def deliver(actor: Handler, envelope: Envelope) -> None:
         return
     if envelope.reply is not None:
         envelope.reply.set_result(result)
-
-
-def hang_forever() -> None:
-    """An injected hang: block this thread for good (its watchdog replaces the actor)."""
-    threading.Event().wait()
 
 
 def tell(ref: pykka.ActorRef[Any], message: Message) -> None:

@@ -32,9 +32,6 @@ from cryptography.utils import CryptographyDeprecationWarning
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ENDPOINT = "unix:///run/spire/sockets/agent.sock"
-"""Upstream NSM v0's SPIRE agent socket (SPIFFE_ENDPOINT_SOCKET overrides it)."""
-
 SOCKET_POLL_INTERVAL = 0.5
 """Seconds between two looks for a missing Workload API socket."""
 
@@ -99,7 +96,7 @@ class WorkloadApiSource:
     ``wait(timeout)`` blocks until the first SVID; ``close()`` stops the thread.
     """
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT) -> None:
+    def __init__(self, endpoint: str) -> None:
         self.endpoint = endpoint
         self.path = endpoint_path(endpoint)
         self._lock = threading.Lock()

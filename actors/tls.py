@@ -27,21 +27,20 @@ import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
 import grpc.aio
 
-from nsm_forwarder.actors.svid import (
-    DEFAULT_ENDPOINT,
-    FileSource,
-    Identity,
-    NotReady,
-    WorkloadApiSource,
-)
-from nsm_forwarder.actors.tls_proxy import TlsProxy
+if TYPE_CHECKING:
+    # svid.py and tls_proxy.py load cryptography (~11 MiB): imported only when TLS is on
+    from nsm_forwarder.actors.svid import FileSource, Identity, WorkloadApiSource
+    from nsm_forwarder.actors.tls_proxy import TlsProxy
 
 log = logging.getLogger(__name__)
+
+#: upstream's SPIRE agent socket, where the Workload API is when SPIFFE_ENDPOINT_SOCKET is unset
+DEFAULT_ENDPOINT = "unix:///run/spire/sockets/agent.sock"
 
 Mode = Literal["insecure", "spiffe", "files"]
 
@@ -203,11 +202,15 @@ class Transport:
         self.what = what
         self.source: WorkloadApiSource | FileSource | None = None
         if self.mode == "spiffe":
+            from nsm_forwarder.actors.svid import WorkloadApiSource
+
             try:
                 self.source = WorkloadApiSource(settings.endpoint)
             except ValueError as err:
                 raise TransportConfigError(f"SPIFFE_ENDPOINT_SOCKET: {err}") from None
         elif self.mode == "files":
+            from nsm_forwarder.actors.svid import FileSource
+
             self.source = FileSource(settings.cert_file, settings.key_file, settings.ca_file)
         self._proxy: TlsProxy | None = None
         self._served = 0
@@ -219,6 +222,8 @@ class Transport:
     def describe(self) -> str:
         if self.source is None:
             return "plaintext (INSECURE=true)"
+        from nsm_forwarder.actors.svid import WorkloadApiSource
+
         where = (
             f"the SPIFFE Workload API at {self.source.endpoint}"
             if isinstance(self.source, WorkloadApiSource)
@@ -240,6 +245,9 @@ class Transport:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         said = -self.WAIT_LOG_INTERVAL
+        from nsm_forwarder.actors.svid import FileSource
+        from nsm_forwarder.actors.tls_proxy import TlsProxy
+
         while not self.source.wait(0):
             if isinstance(self.source, FileSource) and loop.time() - said >= self.WAIT_LOG_INTERVAL:
                 log.error("TLS files: %s; waiting for them", self.source.last_error)
@@ -258,6 +266,8 @@ class Transport:
         server certificate follows the identity (rotation)."""
         if self.source is None:
             return None
+        from nsm_forwarder.actors.svid import NotReady
+
         first = self.identity()
         self._served = first.version
 

@@ -29,9 +29,8 @@ import socket
 import sys
 from typing import Any
 
-from nsm_forwarder.actors.faults import CRASH, HANG, Injector
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector, hang_forever
 from nsm_forwarder.actors.messages import Decoder, Message, WorkerCall, WorkerReply, pack
-from nsm_forwarder.actors.runtime import hang_forever
 from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.drivers.base import Driver
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError

@@ -10,32 +10,7 @@ Modules, each importing only the ones before it:
 * :mod:`~nsm_forwarder.config.errors` - :class:`SettingsError` and its one-line messages;
 * :mod:`~nsm_forwarder.config.loader` - the environment and TOML sources, :func:`load_settings`.
 
-:mod:`~nsm_forwarder.config.faults` (the fault plan syntax) stands apart.
+The package itself imports none of them: import from the module (a worker process needs only
+:mod:`~nsm_forwarder.config.faults`, the fault plan syntax, which stands apart, and so does not
+load pydantic).
 """
-
-from nsm_forwarder.config.describe import as_log_dict, describe, env_var, flag_name
-from nsm_forwarder.config.errors import SettingsError
-from nsm_forwarder.config.gotypes import format_go_duration, parse_go_bool, parse_go_duration
-from nsm_forwarder.config.loader import (
-    CONFIG_ENV_VAR,
-    DEFAULT_CONFIG_PATH,
-    SHIPPED_CONFIG_PATH,
-    load_settings,
-)
-from nsm_forwarder.config.settings import Settings
-
-__all__ = [
-    "CONFIG_ENV_VAR",
-    "DEFAULT_CONFIG_PATH",
-    "SHIPPED_CONFIG_PATH",
-    "Settings",
-    "SettingsError",
-    "as_log_dict",
-    "describe",
-    "env_var",
-    "flag_name",
-    "format_go_duration",
-    "load_settings",
-    "parse_go_bool",
-    "parse_go_duration",
-]

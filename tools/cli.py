@@ -64,7 +64,9 @@ def setup_logging(level: str) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nsm_forwarder.actors.supervisor import serve
-    from nsm_forwarder.config import SettingsError, as_log_dict, load_settings
+    from nsm_forwarder.config.describe import as_log_dict
+    from nsm_forwarder.config.errors import SettingsError
+    from nsm_forwarder.config.loader import load_settings
 
     names = [flag[2:].replace("-", "_") for flag, _, _ in RUN_FLAGS]
     flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}

@@ -19,8 +19,7 @@ from contextlib import contextmanager
 
 import grpc
 
-from nsm_forwarder.actors.svid import DEFAULT_ENDPOINT
-from nsm_forwarder.actors.tls import TlsSettings, Transport, TransportConfigError
+from nsm_forwarder.actors.tls import DEFAULT_ENDPOINT, TlsSettings, Transport, TransportConfigError
 from nsm_forwarder.config.gotypes import parse_go_bool
 
 

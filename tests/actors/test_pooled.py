@@ -10,9 +10,10 @@ from typing import Any
 import pykka
 import pytest
 
+from nsm_forwarder.actors.faults import hang_forever
 from nsm_forwarder.actors.messages import MarkDown, Message
 from nsm_forwarder.actors.pooled import Dispatcher, PooledActor
-from nsm_forwarder.actors.runtime import ask, hang_forever
+from nsm_forwarder.actors.runtime import ask
 
 
 class Recorder(PooledActor):

@@ -7,8 +7,10 @@ from typing import Any
 
 import pytest
 
-from nsm_forwarder.config import Settings, SettingsError, load_settings
 from nsm_forwarder.config import loader as loader_mod
+from nsm_forwarder.config.errors import SettingsError
+from nsm_forwarder.config.loader import load_settings
+from nsm_forwarder.config.settings import Settings
 
 SRC = {"NSM_FORWARDER_SRC_IP": "10.1.2.3"}
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from nsm_forwarder.config import format_go_duration, parse_go_bool, parse_go_duration
+from nsm_forwarder.config.gotypes import format_go_duration, parse_go_bool, parse_go_duration
 
 
 @pytest.mark.parametrize("text", ["1", "t", "T", "TRUE", "true", "True"])

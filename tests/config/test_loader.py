@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nsm_forwarder.config import SettingsError, load_settings
 from nsm_forwarder.config import loader as loader_mod
+from nsm_forwarder.config.errors import SettingsError
+from nsm_forwarder.config.loader import load_settings
 from tests.config.conftest import SRC, error, load, write
 
 # --- src_ip ------------------------------------------------------------------------------------

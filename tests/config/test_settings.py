@@ -10,15 +10,9 @@ from pathlib import Path
 import pytest
 from pydantic import Field, SecretStr, ValidationError
 
-from nsm_forwarder.config import (
-    SHIPPED_CONFIG_PATH,
-    Settings,
-    as_log_dict,
-    describe,
-    env_var,
-    flag_name,
-    load_settings,
-)
+from nsm_forwarder.config.describe import as_log_dict, describe, env_var, flag_name
+from nsm_forwarder.config.loader import SHIPPED_CONFIG_PATH, load_settings
+from nsm_forwarder.config.settings import Settings
 from tests.config.conftest import SRC, error, load
 
 # --- defaults ---------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from nsm_forwarder.config import Settings, load_settings
+from nsm_forwarder.config.loader import load_settings
+from nsm_forwarder.config.settings import Settings
 from tests.deploy.manifests import (
     CHART,
     DOCKER,
