@@ -33,6 +33,7 @@ from typing import Any
 
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
+from nsm_forwarder.actors.logs import XCON_ID
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
@@ -135,6 +136,7 @@ class ConnectionActor(BaseActor):
         self.xcon: bytes | None = None
 
     def on_start(self) -> None:
+        XCON_ID.set(self.xcon_id)  # this thread serves one id: every log record carries it
         try:
             self._take_over()
         except ForwarderError as exc:

@@ -9,6 +9,8 @@
 - Failure rule: an exception raised by ``handle`` goes to the asker, and the actor carries on.
   An exception from a ``tell`` (no reply slot) is logged and the actor keeps running too; actors
   never die from one bad message.
+- Tracing (when on): ``ask`` puts the asker's tracing context in the Envelope, and the actor
+  handles the message in a child span (see :mod:`~nsm_forwarder.actors.tracing`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from nsm_forwarder.actors import tracing
 from nsm_forwarder.actors.messages import Message
 
 log = logging.getLogger(__name__)
@@ -37,6 +40,8 @@ class Reply(Protocol):
 class Envelope:
     message: Message
     reply: Reply | None = None
+    #: the asker's tracing context (only while tracing is on and a span is recording)
+    trace: Any = None
 
 
 class AsyncioReply:
@@ -69,9 +74,18 @@ class BaseActor(pykka.ThreadingActor):
     def on_receive(self, message: Any) -> Any:
         if not isinstance(message, Envelope):
             raise TypeError(f"{type(self).__name__} got a non-Envelope message {message!r:.80}")
+        if message.trace is not None:
+            name = f"{type(self).__name__} {message.message.TAG}"
+            with tracing.actor_span(message.trace, name) as span:
+                return self._deliver(message, span)
+        return self._deliver(message)
+
+    def _deliver(self, message: Envelope, span: Any = None) -> None:
         try:
             result = self.handle(message.message)
         except Exception as exc:
+            if span is not None:
+                tracing.record_error(span, exc)
             if message.reply is None:
                 log.exception("%s failed on %s", type(self).__name__, message.message.TAG)
             else:
@@ -124,7 +138,7 @@ def tell(ref: pykka.ActorRef[Any], message: Message) -> None:
 def ask(ref: pykka.ActorRef[Any], message: Message) -> asyncio.Future[Any]:
     """From the asyncio loop: a future of the actor's reply (await it)."""
     reply = AsyncioReply(asyncio.get_running_loop())
-    ref.tell(Envelope(message, reply))
+    ref.tell(Envelope(message, reply, tracing.capture() if tracing.enabled else None))
     return reply.future
 
 

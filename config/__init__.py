@@ -20,6 +20,8 @@ from nsm_forwarder.config.loader import (
     CONFIG_ENV_VAR,
     DEFAULT_CONFIG_PATH,
     SHIPPED_CONFIG_PATH,
+    Sourced,
+    explain_settings,
     load_settings,
 )
 from nsm_forwarder.config.settings import Settings
@@ -30,9 +32,11 @@ __all__ = [
     "SHIPPED_CONFIG_PATH",
     "Settings",
     "SettingsError",
+    "Sourced",
     "as_log_dict",
     "describe",
     "env_var",
+    "explain_settings",
     "flag_name",
     "format_go_duration",
     "load_settings",

@@ -52,27 +52,34 @@ def test_metrics_events_and_prometheus_rise_with_traffic(node_factory: type, pod
 
     wait_until(
         lambda: (
-            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{key="SRC-met-1"}')
+            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{cross_connect="met-1",side="source"}')
             >= 5
         ),
         10,
         "/metrics counters",
     )
     text = scrape(node)
-    before = sample(text, "nsm_forwarder_interface_tx_packets_total", '{key="SRC-met-1"}')
+    before = sample(text, "nsm_forwarder_interface_tx_packets_total", '{cross_connect="met-1",side="source"}')
     assert sample(text, "nsm_forwarder_cross_connects") == 1
-    assert sample(text, "nsm_forwarder_registered", '{state="registered"}') == 1
-    assert sample(text, "nsm_forwarder_worker_restarts_total") == 0
-    labels = '{mechanism="KERNEL_INTERFACE",result="OK"}'
-    assert sample(text, "nsm_forwarder_request_seconds_count", labels) == 1
+    assert sample(text, "nsm_forwarder_registered") == 1
+    assert sample(text, "nsm_forwarder_registration_state", '{state="registered"}') == 1
+    assert sample(text, "nsm_forwarder_registration_state", '{state="retrying"}') == 0
+    for component in ("worker", "connection", "monitor", "registrar"):
+        assert sample(text, "nsm_forwarder_restarts_total", f'{{component="{component}"}}') == 0
+    assert sample(text, "nsm_forwarder_workers") == 2
+    assert sample(text, "nsm_forwarder_worker_resident_memory_bytes", '{worker="0"}') > 1e6
+    assert sample(text, "process_resident_memory_bytes") > 1e6
+    assert "python_info{" in text
+    labels = '{grpc_code="OK",mechanism="KERNEL_INTERFACE"}'
+    assert sample(text, "nsm_forwarder_request_duration_seconds_count", labels) == 1
     assert a.ping("10.30.1.2", count=3)
     wait_until(
         lambda: (
-            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{key="SRC-met-1"}')
+            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{cross_connect="met-1",side="source"}')
             >= before + 3
         ),
         10,
         "counters to rise",
     )
     node.forwarder.stub().Close(xcon, timeout=15)
-    assert sample(scrape(node), "nsm_forwarder_close_seconds_count", labels) == 1
+    assert sample(scrape(node), "nsm_forwarder_close_duration_seconds_count", labels) == 1

@@ -37,7 +37,10 @@ def test_load_settings_defaults() -> None:
     assert s.src_ip == IPv4Address("10.1.2.3")
     assert s.liveness_interval == timedelta(seconds=1)
     assert s.insecure is False
-    assert s.tracer_enabled is True
+    assert s.tracer_enabled is False
+    assert s.otlp_endpoint == "http://localhost:4317"
+    assert s.log_format == "text"
+    assert s.grpc_reflection is False
     assert s.driver == "kernel"
     assert s.workers == 2
     assert s.state_dir is None
@@ -59,6 +62,8 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "health_host",
         "health_port",
         "log_level",
+        "log_format",
+        "grpc_reflection",
         "mtu",
         "vxlan_port",
         "wireguard_backend",
@@ -125,6 +130,8 @@ UPSTREAM = [
     ("INSECURE", "true", "insecure", True),
     ("TRACER_ENABLED", "0", "tracer_enabled", False),
     ("FORWARDER_ALLOW_VHOST", "false", "allow_vhost", False),
+    # OpenTelemetry's own variable
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317", "otlp_endpoint", "http://otel:4317"),
 ]
 
 
