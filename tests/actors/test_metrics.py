@@ -22,6 +22,10 @@ def scrape(node: Node) -> str:
         return resp.read().decode()
 
 
+TX = "nsm_forwarder_interface_tx_packets_total"
+SRC_END = '{cross_connect="met-1",side="source"}'
+
+
 def sample(text: str, name: str, labels: str = "") -> float:
     match = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.M)
     assert match, f"{name}{labels} not in /metrics"
@@ -51,15 +55,12 @@ def test_metrics_events_and_prometheus_rise_with_traffic(node_factory: type, pod
     assert src["rx_error_packets"] == "0" and src["tx_error_packets"] == "0"
 
     wait_until(
-        lambda: (
-            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{cross_connect="met-1",side="source"}')
-            >= 5
-        ),
+        lambda: sample(scrape(node), TX, SRC_END) >= 5,
         10,
         "/metrics counters",
     )
     text = scrape(node)
-    before = sample(text, "nsm_forwarder_interface_tx_packets_total", '{cross_connect="met-1",side="source"}')
+    before = sample(text, TX, SRC_END)
     assert sample(text, "nsm_forwarder_cross_connects") == 1
     assert sample(text, "nsm_forwarder_registered") == 1
     assert sample(text, "nsm_forwarder_registration_state", '{state="registered"}') == 1
@@ -74,10 +75,7 @@ def test_metrics_events_and_prometheus_rise_with_traffic(node_factory: type, pod
     assert sample(text, "nsm_forwarder_request_duration_seconds_count", labels) == 1
     assert a.ping("10.30.1.2", count=3)
     wait_until(
-        lambda: (
-            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{cross_connect="met-1",side="source"}')
-            >= before + 3
-        ),
+        lambda: sample(scrape(node), TX, SRC_END) >= before + 3,
         10,
         "counters to rise",
     )
