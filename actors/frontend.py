@@ -134,6 +134,9 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
         code = "OK"
         try:
             return await self.connections.ask(request.id, message)
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client went away
+            raise
         except Exception as exc:
             code = grpc_code_of(exc)
             await abort_with(context, exc)
