@@ -3,9 +3,11 @@
 Accepts:  listen(services) / serve() (start-up phase "grpc"), stop() and remove_socket()
           (shutdown), from the Supervisor.
 Sends:    nothing itself: it serves the Frontend's forwarder.Forwarder,
-          forwarder.MechanismsMonitor and crossconnect.MonitorCrossConnect services, and
-          grpc.health.v1.Health, which says SERVING for each of them (and for "") from serve()
-          until stop().
+          forwarder.MechanismsMonitor and crossconnect.MonitorCrossConnect services, the
+          standard grpc.health.v1.Health (grpcio-health-checking), which says NOT_SERVING for
+          each of them (and for "") until set_serving(True) (the Supervisor calls it when the
+          forwarder is ready, as /readiness), and NOT_SERVING again from stop(); with
+          ``reflection``, gRPC server reflection (grpcio-reflection) of all of them.
 Guarantees: a stale unix socket file is removed before listening, but anything else at that path
           is refused and left alone; remove_socket() removes only a socket this server cleaned
           and listened on; the unix socket is mode 0660 (group ``group``) from the moment it can
@@ -65,9 +67,12 @@ class ApiServer:
     """ApiServer - ``listen(...)``, ``await serve()``; at the end ``await stop()``, then
     ``remove_socket()``."""
 
-    def __init__(self, socket_type: str, socket: str, group: str = "") -> None:
+    def __init__(
+        self, socket_type: str, socket: str, group: str = "", reflection: bool = False
+    ) -> None:
         self.address = grpc_address(socket_type, socket)
         self.group = group
+        self.reflection = reflection
         #: the unix socket file (absolute), None for tcp
         self.socket_path = os.path.abspath(socket) if socket_type == "unix" else None
         self._claimed = False
@@ -89,6 +94,11 @@ class ApiServer:
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(mechanisms, server)
         crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(monitor, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self.reflection:
+            from grpc_reflection.v1alpha import reflection
+
+            names = (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         if self.socket_path is not None:
             clean_socket(self.socket_path)
             self._claimed = True
@@ -112,11 +122,18 @@ class ApiServer:
         self._server = server
 
     async def serve(self) -> None:
-        """Start serving; the health service then says SERVING for every service."""
+        """Start serving; the health service says NOT_SERVING until :meth:`set_serving`."""
         assert self._server is not None, "listen() first"
+        await self.set_serving(False)
         await self._server.start()
+
+    async def set_serving(self, serving: bool) -> None:
+        """What the health service says for every service (and for "")."""
+        status = health_pb2.HealthCheckResponse.SERVING
+        if not serving:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *SERVICES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, status)
 
     async def stop(self) -> bool:
         """Health says NOT_SERVING, then stop with 1 s of grace; False if it never listened."""

@@ -34,6 +34,7 @@ from typing import Any
 
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector, hang_forever
+from nsm_forwarder.actors.logs import XCON_ID
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
@@ -135,6 +136,15 @@ class ConnectionActor(PooledActor):
         self.applied: Applied | None = None
         self.plan: Plan | None = None
         self.xcon: bytes | None = None
+
+    def run_mailbox(self) -> None:
+        # the dispatcher thread serves this id until its mailbox is empty: every log record
+        # meanwhile carries the id (and so does every worker call's meta)
+        token = XCON_ID.set(self.xcon_id)
+        try:
+            super().run_mailbox()
+        finally:
+            XCON_ID.reset(token)
 
     def on_start(self) -> None:
         try:

@@ -112,7 +112,11 @@ class Connections:
         if entry is None or not entry[0].is_alive():
             record: Record | None = None
             if entry is not None:
-                log.warning("the actor of %s died; restarting it from the Store", xcon_id)
+                log.warning(
+                    "the actor of %s died; restarting it from the Store",
+                    xcon_id,
+                    extra={"xcon_id": xcon_id},
+                )
                 self.on_restart("connection")
                 self._parked.pop(xcon_id, None)
                 record = await asyncio.to_thread(self.store.get, xcon_id)
@@ -143,7 +147,9 @@ class Connections:
         entry = self._actors.get(xcon_id)
         if entry is None or entry[0] is not ref:
             return
-        log.error("the actor of %s is not answering; replacing it", xcon_id)
+        log.error(
+            "the actor of %s is not answering; replacing it", xcon_id, extra={"xcon_id": xcon_id}
+        )
         self._abandoned_ids.add(xcon_id)
         entry[1].set()
         del self._actors[xcon_id]

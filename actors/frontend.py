@@ -24,8 +24,10 @@ import grpc
 import pykka
 from google.protobuf import empty_pb2
 
+from nsm_forwarder.actors import tracing
 from nsm_forwarder.actors.connections import Connections
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
+from nsm_forwarder.actors.logs import XCON_ID
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
@@ -46,6 +48,8 @@ from nsm_forwarder.proto import (
 
 log = logging.getLogger(__name__)
 
+#: The gRPC service of Request and Close.
+FORWARDER_SERVICE = "forwarder.Forwarder"
 #: Events a subscriber may have queued before it is dropped.
 SUBSCRIBER_QUEUE = 1024
 _OVERFLOW = b""
@@ -67,6 +71,15 @@ async def inject(faults: Injector, context: grpc.aio.ServicerContext, what: str)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the frontend crashed (injected)")
     if action is HANG:
         await asyncio.Event().wait()
+
+
+def grpc_code_of(exc: BaseException) -> str:
+    """The name of the gRPC status code :func:`abort_with` answers ``exc`` with."""
+    if isinstance(exc, ForwarderError):
+        return exc.code if hasattr(grpc.StatusCode, exc.code) else "INTERNAL"
+    if isinstance(exc, pykka.ActorDeadError):
+        return "UNAVAILABLE"
+    return "INTERNAL"
 
 
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -95,21 +108,43 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
         await inject(self.faults, context, kind)
         if not request.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
+        XCON_ID.set(request.id)  # this call's task: its log records carry the id
+        if tracing.enabled:
+            attributes = {
+                "nsm.cross_connect.id": request.id,
+                "nsm.mechanism": mechanism_of(request),
+            }
+            method = "Request" if kind == "request" else "Close"
+            metadata = context.invocation_metadata()
+            with tracing.rpc_span(FORWARDER_SERVICE, method, metadata, attributes) as span:
+                return await self._answer(kind, request, context, span)
+        return await self._answer(kind, request, context)
+
+    async def _answer(
+        self,
+        kind: str,
+        request: crossconnect_pb2.CrossConnect,
+        context: grpc.aio.ServicerContext,
+        span: Any = None,
+    ) -> Any:
         message = (ApplyXconn if kind == "request" else CloseXconn)(
             xcon=request.SerializeToString()
         )
         start = time.perf_counter()
-        result = "OK"
+        code = "OK"
         try:
             return await self.connections.ask(request.id, message)
+        except asyncio.CancelledError:
+            code = "CANCELLED"  # the client went away
+            raise
         except Exception as exc:
-            result = exc.code if isinstance(exc, ForwarderError) else "UNAVAILABLE"
+            code = grpc_code_of(exc)
             await abort_with(context, exc)
             raise
         finally:
-            self.metrics.observe_rpc(
-                kind, mechanism_of(request), result, time.perf_counter() - start
-            )
+            self.metrics.observe_rpc(kind, mechanism_of(request), code, time.perf_counter() - start)
+            if span is not None:
+                tracing.set_grpc_code(span, code)
 
     async def Request(
         self, request: crossconnect_pb2.CrossConnect, context: grpc.aio.ServicerContext

@@ -4,7 +4,7 @@
   both to listen on (the forwarder socket) and to dial (nsmd's registrar socket).
 - ``socket_accepts(address, socket_type)``: whether a socket accepts a connection right now.
 - ``read_stream(call, interrupt, each)``: read a server stream until it ends or is interrupted.
-- ``wait_until_accepting(address, socket_type, waiting)``: poll until it does.
+- ``wait_until_accepting(address, socket_type, waiting)``: poll until it does (tenacity).
 - ``failure_reason(err)``: one line saying why a gRPC call or a wait failed.
 Threads:  the asyncio loop of the main process.
 """
@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 
 import grpc
 import grpc.aio
+import tenacity
 
 CONNECT_TIMEOUT = 1.0
 """Seconds ``socket_accepts`` waits for a connection before answering no."""
@@ -69,12 +70,19 @@ async def wait_until_accepting(
     """Return once ``socket_accepts(address, socket_type)``, trying every POLL_INTERVAL; call
     ``waiting()`` (to say so in the log) at the first miss, then at most once per ``every`` s."""
     last: float | None = None
-    while not await socket_accepts(address, socket_type):
+
+    def missed(_: tenacity.RetryCallState) -> None:
+        nonlocal last
         now = time.monotonic()
         if last is None or now - last >= every:
             waiting()
             last = now
-        await asyncio.sleep(POLL_INTERVAL)
+
+    await tenacity.AsyncRetrying(
+        retry=tenacity.retry_if_result(lambda accepts: not accepts),
+        wait=tenacity.wait_fixed(POLL_INTERVAL),
+        before_sleep=missed,
+    )(socket_accepts, address, socket_type)
 
 
 async def read_stream(

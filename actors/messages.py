@@ -142,12 +142,15 @@ class ListXconns(Message):
 
 @dataclasses.dataclass(frozen=True)
 class WorkerCall(Message):
-    """Run ``method`` (apply / remove / observe / ping) of the driver with ``args``."""
+    """Run ``method`` (apply / remove / observe / ping) of the driver with ``args``; ``meta``
+    (or None) carries the caller's context: ``xcon_id`` (for the worker's logs) and, while
+    tracing is on, the W3C trace context (``traceparent``, ``tracestate``)."""
 
     TAG: ClassVar[str] = "call"
     corr: int
     method: str
     args: list[Any]
+    meta: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,8 +13,9 @@ Guarantees: registration is retried until it succeeds, including nsmd's "forward
           upstream, spec §8.1 #25) and sends the unregistration only if this forwarder is
           registered at that moment, so it never removes another process's entry of the same name
 Threads:  one asyncio task in the forwarder's main loop; `on_state` runs in that loop
-Failure:  gRPC errors and `registered=false` -> one WARNING line, state RETRYING, retry after
-          `retry_interval`; any other exception -> logged with traceback, retried the same way;
+Failure:  gRPC errors and `registered=false` -> one WARNING line, state RETRYING, retried with
+          exponential backoff and jitter (tenacity) from FIRST_RETRY up to `retry_interval`;
+          any other exception -> logged with traceback, retried the same way;
           the loop only ends through stop(); unregistration errors are logged, never raised
 Owns:     its own gRPC channel to the registrar, made by ``dial`` (plaintext or through the
           Transport's mTLS, tls.py); nothing else
@@ -33,6 +34,7 @@ from dataclasses import dataclass
 
 import grpc
 import grpc.aio
+import tenacity
 
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.grpc_io import (
@@ -47,7 +49,11 @@ log = logging.getLogger(__name__)
 
 MIN_LIVENESS_DURATION = 1.0
 """A liveness stream that ends sooner than this after registration is treated as a failure and
-followed by `retry_interval` of sleep, so a misbehaving registrar cannot cause a hot loop."""
+followed by a backoff, so a misbehaving registrar cannot cause a hot loop."""
+
+FIRST_RETRY = 0.1
+"""Seconds before the first retry of a failed try; each further one waits twice as long (with
+jitter), up to `retry_interval`."""
 
 
 class RegistrarCrashed(Exception):
@@ -64,7 +70,7 @@ class RegistrationState(enum.Enum):
     REGISTERED = "registered"
     """nsmd accepted the registration; the liveness stream is open."""
     RETRYING = "retrying"
-    """The last try failed; sleeping `retry_interval` before the next one."""
+    """The last try failed; backing off (at most `retry_interval`) before the next one."""
     UNREGISTERED = "unregistered"
     """stop() sent RequestForwarderUnRegistration and nsmd acknowledged it."""
     STOPPED = "stopped"
@@ -313,27 +319,44 @@ class Registrar:
     async def _run(self) -> None:
         self._set_state(self._state, force=True)  # report the initial state once
         while True:
-            try:
-                await wait_until_accepting(
-                    self._registrar_socket, self._socket_type, self._waiting_for_socket
-                )
-                await self._inject("register")
-                liveness_ok = await self._register_and_hold()
-            except RegistrarCrashed:
-                raise
-            except Exception as err:
-                log.exception(
-                    "registrar: unexpected error, retrying in %.1f s", self._retry_interval
-                )
-                self._fail(f"unexpected error: {err!r}")
-                liveness_ok = False
-            if not liveness_ok:
-                await asyncio.sleep(self._retry_interval)
+            # a registration that lived its normal life starts the backoff afresh
+            await self._retrying()(self._attempt)
+
+    def _retrying(self) -> tenacity.AsyncRetrying:
+        """Failed tries are retried with exponential backoff, from :data:`FIRST_RETRY` up to
+        ``retry_interval``, plus up to FIRST_RETRY of jitter; an injected crash ends the loop."""
+        first = min(FIRST_RETRY, self._retry_interval)
+        return tenacity.AsyncRetrying(
+            retry=tenacity.retry_if_result(lambda ok: not ok),
+            wait=tenacity.wait_exponential(multiplier=first, max=self._retry_interval)
+            + tenacity.wait_random(0, first),
+            before_sleep=self._before_retry,
+        )
+
+    def _before_retry(self, state: tenacity.RetryCallState) -> None:
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.info("registrar: try %d failed; next try in %.1f s", state.attempt_number, wait)
+
+    async def _attempt(self) -> bool:
+        """One try: wait for the socket, register, hold the liveness stream. False when it
+        failed (to be retried after a backoff), True when a registration ended normally."""
+        try:
+            await wait_until_accepting(
+                self._registrar_socket, self._socket_type, self._waiting_for_socket
+            )
+            await self._inject("register")
+            return await self._register_and_hold()
+        except RegistrarCrashed:
+            raise
+        except Exception as err:
+            log.exception("registrar: unexpected error; retrying")
+            self._fail(f"unexpected error: {err!r}")
+            return False
 
     async def _register_and_hold(self) -> bool:
         """One try: register, then read the liveness stream until it ends.
 
-        Returns False if the try failed (the caller sleeps `retry_interval`), True if the
+        Returns False if the try failed (the caller backs off), True if the
         registration succeeded and its liveness stream later ended after a normal lifetime.
         """
         self._set_state(RegistrationState.REGISTERING)
@@ -351,11 +374,10 @@ class Registrar:
             except (grpc.aio.AioRpcError, RegistrationRefused) as err:
                 why = failure_reason(err)
                 log.warning(
-                    "registrar: registration of forwarder %r at %s failed (%s); retrying in %.1f s",
+                    "registrar: registration of forwarder %r at %s failed (%s); retrying",
                     self._name,
                     self._registrar_socket,
                     why,
-                    self._retry_interval,
                 )
                 self._fail(why)
                 return False

@@ -16,6 +16,9 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+#: What supervision restarts; a restart's kind is one of these, a worker's ``worker-<index>``.
+COMPONENTS = ("worker", "connection", "monitor", "registrar")
+
 
 class Restarts:
     """Thread-safe: workers report from their receive threads, actors from the loop."""
@@ -31,7 +34,18 @@ class Restarts:
         self._lock = threading.Lock()
         self._exceeded = False
 
+    def by_component(self) -> dict[str, int]:
+        """Restarts so far by component (a worker's kind ``worker-N`` counts as ``worker``)."""
+        with self._lock:
+            kinds = list(self.by_kind.items())
+        out: dict[str, int] = {}
+        for kind, count in kinds:
+            component = kind.partition("-")[0]
+            out[component] = out.get(component, 0) + count
+        return out
+
     def record(self, kind: str) -> None:
+        """One restart of ``kind`` (a component of :data:`COMPONENTS`, or ``worker-N``)."""
         now = time.monotonic()
         with self._lock:
             self.by_kind[kind] += 1

@@ -9,6 +9,8 @@
 - Failure rule: an exception raised by ``handle`` goes to the asker, and the actor carries on.
   An exception from a ``tell`` (no reply slot) is logged and the actor keeps running too; actors
   never die from one bad message.
+- Tracing (when on): ``ask`` puts the asker's tracing context in the Envelope, and the actor
+  handles the message in a child span (see :mod:`~nsm_forwarder.actors.tracing`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 import pykka
 
+from nsm_forwarder.actors import tracing
 from nsm_forwarder.actors.messages import Message
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,8 @@ class Reply(Protocol):
 class Envelope:
     message: Message
     reply: Reply | None = None
+    #: the asker's tracing context (only while tracing is on and a span is recording)
+    trace: Any = None
 
 
 class AsyncioReply:
@@ -107,10 +112,22 @@ class Handler(Protocol):
 
 def deliver(actor: Handler, envelope: Envelope) -> None:
     """Hand one envelope to ``actor.handle``: the reply (or the exception) goes to the asker;
-    an exception from a tell is logged. The actor carries on either way."""
+    an exception from a tell is logged. The actor carries on either way. With the asker's
+    tracing context in the envelope, the message is handled in a child span."""
+    if envelope.trace is not None:
+        name = f"{type(actor).__name__} {envelope.message.TAG}"
+        with tracing.actor_span(envelope.trace, name) as span:
+            _deliver(actor, envelope, span)
+    else:
+        _deliver(actor, envelope, None)
+
+
+def _deliver(actor: Handler, envelope: Envelope, span: Any) -> None:
     try:
         result = actor.handle(envelope.message)
     except Exception as exc:
+        if span is not None:
+            tracing.record_error(span, exc)
         if envelope.reply is None:
             log.exception("%s failed on %s", type(actor).__name__, envelope.message.TAG)
         else:
@@ -134,7 +151,7 @@ class Mailbox(Protocol):
 def ask(ref: Mailbox, message: Message) -> asyncio.Future[Any]:
     """From the asyncio loop: a future of the actor's reply (await it)."""
     reply = AsyncioReply(asyncio.get_running_loop())
-    ref.tell(Envelope(message, reply))
+    ref.tell(Envelope(message, reply, tracing.capture() if tracing.enabled else None))
     return reply.future
 
 

@@ -13,9 +13,11 @@ Start-up phases (numbered and timed in the log):
   4 monitor    start the Monitor actor (cross-connect events)
   5 reconcile  make the data plane and the Store agree (see reconcile.py); restore actors
   6 grpc       wait for the TLS identity (unless INSECURE=true; tls.py), clean a stale socket,
-               listen on FORWARDER_SOCKET, serve the API + health service (api_server.py)
+               listen on FORWARDER_SOCKET, serve the API + health service (+ reflection if
+               enabled; the server: api_server.py)
   7 register   start the Registrar (registration with nsmd runs in the background)
-Then the loops of periodic.py run: the pod liveness check every
+Then the gRPC health service says SERVING (as /readiness says OK), and the loops of
+periodic.py run: the pod liveness check every
 CROSS_CONNECT_LIVENESS_CHECK_INTERVAL, interface counters every METRICS_COLLECTOR_REQUEST_PERIOD
 for /metrics (and nsmd's metrics events when METRICS_COLLECTOR_ENABLED), and the watchdog.
 Shutdown (SIGTERM / SIGINT), in reverse: unregister from nsmd, stop serving (monitor streams
@@ -48,6 +50,7 @@ from typing import Any
 
 import grpc.aio
 
+from nsm_forwarder.actors import tracing
 from nsm_forwarder.actors.api_server import ApiServer, ListenError
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import planner
@@ -112,10 +115,20 @@ class Supervisor:
         self.pool: WorkerPool | None = None
         self.monitor = Link("monitor")
         self.connections: Connections | None = None
-        self.api = ApiServer(settings.socket_type, settings.socket, settings.socket_group)
+        self.api = ApiServer(
+            settings.socket_type,
+            settings.socket,
+            settings.socket_group,
+            reflection=settings.grpc_reflection,
+        )
         self.transport: Transport | None = None
-        self.metrics = Metrics(settings.metrics_enabled, self.restarts)
-        self.health = Health(settings.health_host, settings.health_port, self.metrics.render)
+        self.metrics = Metrics(settings.metrics_enabled, self.restarts, settings.driver)
+        self.health = Health(
+            settings.health_host,
+            settings.health_port,
+            self.metrics.registry,
+            self.metrics.note_scrape,
+        )
         self.registrar: Registrar | None = None
         self.dataplane: DataplaneWatch | None = None
         self.store: Store | None = None
@@ -144,6 +157,9 @@ class Supervisor:
     async def start(self) -> None:
         s = self.settings
         log.info("starting %s (driver %s, %d workers)", s.name, s.driver, s.workers)
+        if s.tracer_enabled:
+            tracing.configure(s.otlp_endpoint, attributes={"service.instance.id": s.name})
+            log.info("tracing: OpenTelemetry spans by OTLP/gRPC to %s", s.otlp_endpoint)
         if s.faults:
             log.warning("FAULT INJECTION IS ON: %s", s.faults)
         steps = (
@@ -157,6 +173,7 @@ class Supervisor:
         )
         for number, (name, step) in enumerate(zip(PHASES, steps, strict=True), 1):
             await self._phase(number, name, step())
+        await self.api.set_serving(self.health.ready)  # gRPC health says what /readiness says
         self._start_loops()
         log.info("startup completed in %.0f ms", (time.monotonic() - self.started) * 1000)
 
@@ -191,6 +208,8 @@ class Supervisor:
             log_level=s.log_level,
             faults=s.faults,
             on_restart=self.restarts.record,
+            log_format=s.log_format,
+            trace_endpoint=s.otlp_endpoint if s.tracer_enabled else "",
         )
         try:
             # spawning workers (imports, driver init) gets at least 3 operation timeouts
@@ -421,6 +440,7 @@ class Supervisor:
         if self.store is not None:
             self.store.close()
         await self.health.stop()
+        await asyncio.to_thread(tracing.shutdown)  # flush the spans still batched
         log.info(
             "shutdown 5/5: workers stopped; done in %.0f ms", (time.monotonic() - start) * 1000
         )

@@ -29,7 +29,9 @@ import socket
 import sys
 from typing import Any
 
+from nsm_forwarder.actors import tracing
 from nsm_forwarder.actors.faults import CRASH, HANG, Injector, hang_forever
+from nsm_forwarder.actors.logs import XCON_ID, setup_logging
 from nsm_forwarder.actors.messages import Decoder, Message, WorkerCall, WorkerReply, pack
 from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.drivers.base import Driver
@@ -109,20 +111,36 @@ class Faults:
             hang_forever()
 
 
-def serve(sock: socket.socket, driver: Driver, faults: Faults) -> None:
+def serve(sock: socket.socket, driver: Driver, faults: Faults, index: int = 0) -> None:
     decoder = Decoder()
     while True:
         data = sock.recv(65536)
         if not data:
             return
         for msg in decoder.feed(data):
-            sock.sendall(pack(_reply_to(driver, faults, msg)))
+            sock.sendall(pack(_reply_to(driver, faults, msg, index)))
 
 
-def _reply_to(driver: Driver, faults: Faults, msg: Message) -> WorkerReply:
+def _reply_to(driver: Driver, faults: Faults, msg: Message, index: int = 0) -> WorkerReply:
     if not isinstance(msg, WorkerCall):
         err = DriverError(f"worker expected a WorkerCall, got {msg.TAG}")
         return WorkerReply(corr=-1, ok=False, error=err.to_wire())
+    if msg.meta is None:
+        return _run(driver, faults, msg)
+    token = XCON_ID.set(msg.meta.get("xcon_id"))
+    try:
+        if tracing.enabled and "traceparent" in msg.meta:
+            with tracing.worker_span(msg.meta, msg.method, index) as span:
+                reply = _run(driver, faults, msg)
+                if not reply.ok:
+                    span.set_status(tracing.error_status((reply.error or {}).get("message", "")))
+                return reply
+        return _run(driver, faults, msg)
+    finally:
+        XCON_ID.reset(token)
+
+
+def _run(driver: Driver, faults: Faults, msg: WorkerCall) -> WorkerReply:
     try:
         faults.before(msg)
     except ForwarderError as exc:
@@ -137,23 +155,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--faults", default="", help="fault plan (see config/faults.py)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("--trace-endpoint", default="", help="OTLP endpoint; tracing off if empty")
     args = parser.parse_args(argv)
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    logging.basicConfig(
-        level=args.log_level,
-        stream=sys.stderr,
-        format=f"%(asctime)s %(levelname)s worker-{args.index} %(name)s: %(message)s",
-    )
+    setup_logging(args.log_level, args.log_format, process=f"worker-{args.index}")
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))
+    if args.trace_endpoint:
+        tracing.configure(args.trace_endpoint, attributes={"nsm.worker.index": args.index})
     sock = socket.socket(fileno=args.fd)
     driver = load_driver(args.driver)
     try:
-        serve(sock, driver, Faults(args.index, args.faults))
+        serve(sock, driver, Faults(args.index, args.faults), args.index)
     except (ConnectionResetError, BrokenPipeError):
         pass
     finally:
         sock.close()
+        tracing.shutdown()
     return 0
 
 

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from nsm_forwarder.actors import tracing
+from nsm_forwarder.actors.logs import XCON_ID
 from nsm_forwarder.actors.messages import Decoder, WorkerCall, WorkerReply, pack
 from nsm_forwarder.drivers.errors import ForwarderError, OperationTimeout, WorkerLost
 
@@ -44,7 +46,15 @@ class WorkerProcess:
     """One DriverHost process and its socket; created by the pool."""
 
     def __init__(
-        self, index: int, driver: str, log_level: str, on_exit: Any, faults: str = ""
+        self,
+        index: int,
+        driver: str,
+        log_level: str,
+        on_exit: Any,
+        faults: str = "",
+        *,
+        log_format: str = "text",
+        trace_endpoint: str = "",
     ) -> None:
         self.index = index
         self._on_exit = on_exit
@@ -72,6 +82,9 @@ class WorkerProcess:
                     log_level,
                     "--faults",
                     faults,
+                    "--log-format",
+                    log_format,
+                    *(["--trace-endpoint", trace_endpoint] if trace_endpoint else []),
                 ],
                 pass_fds=[child.fileno()],
                 process_group=0,
@@ -91,7 +104,9 @@ class WorkerProcess:
     def in_flight(self) -> int:
         return len(self._pending)
 
-    def submit(self, method: str, args: list[Any]) -> concurrent.futures.Future[Any]:
+    def submit(
+        self, method: str, args: list[Any], meta: dict[str, Any] | None = None
+    ) -> concurrent.futures.Future[Any]:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         with self._lock:
             if not self.alive:
@@ -100,7 +115,7 @@ class WorkerProcess:
             self._pending[corr] = future
             self.calls += 1
             try:
-                self.sock.sendall(pack(WorkerCall(corr=corr, method=method, args=args)))
+                self.sock.sendall(pack(WorkerCall(corr, method, args, meta)))
             except OSError as exc:
                 self._pending.pop(corr, None)
                 self.broken = True  # the receive thread reports it lost soon; skip it meanwhile
@@ -193,6 +208,8 @@ class WorkerPool:
         log_level: str = "INFO",
         faults: str = "",
         on_restart: Callable[[str], None] = lambda kind: None,
+        log_format: str = "text",
+        trace_endpoint: str = "",
     ) -> None:
         if size < 1:
             raise ValueError("a worker pool needs at least one worker")
@@ -205,6 +222,9 @@ class WorkerPool:
         self.log_level = log_level
         self.faults = faults
         self.on_restart = on_restart
+        #: the workers' log format and, when tracing is on, their OTLP endpoint
+        self.log_format = log_format
+        self.trace_endpoint = trace_endpoint
         self.restarts = 0
         self._workers: list[WorkerProcess] = []
         self._lock = threading.Lock()
@@ -231,7 +251,15 @@ class WorkerPool:
     def _spawn(self, index: int) -> tuple[WorkerProcess, concurrent.futures.Future[Any]]:
         """Start worker ``index``; its first call is always the driver's ``init``. Calls go to
         it only once that has answered, so starting up never eats into a call's timeout."""
-        worker = WorkerProcess(index, self.driver, self.log_level, self._exited, self.faults)
+        worker = WorkerProcess(
+            index,
+            self.driver,
+            self.log_level,
+            self._exited,
+            self.faults,
+            log_format=self.log_format,
+            trace_endpoint=self.trace_endpoint,
+        )
         log.debug("worker %d started (pid %d)", index, worker.pid)
         ready = worker.submit("init", [self.init_config])
         ready.add_done_callback(lambda _: self._ready(worker))
@@ -273,11 +301,24 @@ class WorkerPool:
                 self._changed.wait(left)
 
     def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
-        """Run a driver method in a worker and return its result (raises ForwarderError)."""
+        """Run a driver method in a worker and return its result (raises ForwarderError).
+
+        The call carries the caller's cross-connect id (:data:`~nsm_forwarder.actors.logs.
+        XCON_ID`, for the worker's logs) and, while tracing is on, its trace context."""
+        xcon_id = XCON_ID.get()
+        meta = {"xcon_id": xcon_id} if xcon_id is not None else None
+        if tracing.enabled:
+            with tracing.worker_call(method, meta) as traced:
+                return self._call(method, list(args), timeout, traced)
+        return self._call(method, list(args), timeout, meta)
+
+    def _call(
+        self, method: str, args: list[Any], timeout: float | None, meta: dict[str, Any] | None
+    ) -> Any:
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         worker = self._pick(deadline)
-        future = worker.submit(method, list(args))
+        future = worker.submit(method, args, meta)
         try:
             return future.result(max(0.0, deadline - time.monotonic()))
         except concurrent.futures.TimeoutError:

@@ -26,6 +26,7 @@ __all__ = [
     "env_var",
     "field_extra",
     "flag_name",
+    "format_value",
     "is_secret",
 ]
 
@@ -63,7 +64,8 @@ def is_secret(field: FieldInfo, value: Any) -> bool:
     return bool(field_extra(field).get("secret")) or isinstance(value, SecretStr | SecretBytes)
 
 
-def _format(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """format_value - a setting's value as text (Go bools and durations, "" for None)."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, timedelta):
@@ -82,7 +84,7 @@ def describe() -> list[tuple[str, str, str, str]]:
         elif name == "state_dir":
             default = "<base_dir>/forwarder-state/<name>"
         else:
-            default = _format(field.default)
+            default = format_value(field.default)
         rows.append((name, env_var(name), default, field.description or ""))
     return rows
 
@@ -99,5 +101,5 @@ def as_log_dict(s: Settings) -> dict[str, str]:
         if is_secret(field, value):
             out[name] = REDACTED if value not in (None, "") else ""
         else:
-            out[name] = _format(value)
+            out[name] = format_value(value)
     return out

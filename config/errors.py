@@ -68,7 +68,7 @@ def settings_error(exc: ValidationError, layers: Layers) -> SettingsError:
     if err["type"] == "missing":
         hint = field_extra(field).get("hint") or f"a valid {name}"
         return SettingsError(
-            f"missing required setting {name}: set {env} to {hint}",
+            f"missing required setting {name}: set {env} (or {flag}) to {hint}",
             setting=name,
             env=env,
             flag=flag,

@@ -13,7 +13,8 @@ Layers (later wins):
    ``validation_alias`` (the upstream names of spec §4.1, or ``NSM_FORWARDER_<NAME>`` for our own);
 5. CLI flags, keyed by field name (``None`` means "flag not given").
 
-Only :func:`load_settings` reads layers 2-4.
+Only :func:`load_settings` and :func:`explain_settings` (which says where each value came from,
+for ``nsm-forwarder config show``) read layers 2-4.
 
 Upstream differences (deliberate):
 
@@ -29,6 +30,7 @@ import difflib
 import os
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,25 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, TomlConfigSettingsSource
 
-from nsm_forwarder.config.describe import env_var
+from nsm_forwarder.config.describe import (
+    REDACTED,
+    as_log_dict,
+    env_var,
+    flag_name,
+    format_value,
+    is_secret,
+)
 from nsm_forwarder.config.errors import Layers, SettingsError, settings_error
 from nsm_forwarder.config.settings import Settings, installed_sources
 
-__all__ = ["CONFIG_ENV_VAR", "DEFAULT_CONFIG_PATH", "SHIPPED_CONFIG_PATH", "load_settings"]
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_PATH",
+    "SHIPPED_CONFIG_PATH",
+    "Sourced",
+    "explain_settings",
+    "load_settings",
+]
 
 #: Environment variable naming the user config file.
 CONFIG_ENV_VAR = "NSM_FORWARDER_CONFIG"
@@ -118,21 +134,10 @@ def _user_config(
     return path, origin
 
 
-def load_settings(
-    flags: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-    config_file: str | Path | None = None,
-) -> Settings:
-    """load_settings - build the Settings from defaults < shipped file < user file < env < flags.
-
-    ``flags`` maps field names to values (``None`` = not given); ``env=None`` means os.environ;
-    ``config_file`` overrides ``$NSM_FORWARDER_CONFIG`` and the default location.
-
-    Raises SettingsError (one line) for: an unknown flag key, a missing explicitly named config
-    file, an unreadable or malformed config file, an unknown config key, a missing required
-    setting and an invalid value (the first one, in field order).
-    """
-    environ: Mapping[str, str] = os.environ if env is None else env
+def _layers(
+    flags: Mapping[str, Any] | None, environ: Mapping[str, str], config_file: str | Path | None
+) -> tuple[dict[str, Any], Layers, list[_TomlSource]]:
+    """(the given flags, every layer highest first, the TOML sources user file first)."""
     fields = Settings.model_fields
     given = {k: v for k, v in (flags or {}).items() if v is not None}
     for key in given:
@@ -149,9 +154,88 @@ def load_settings(
     if SHIPPED_CONFIG_PATH.is_file():
         toml_sources.append(_TomlSource(Settings, SHIPPED_CONFIG_PATH))
     layers.extend((src.label, src.toml_data) for src in toml_sources)
+    return given, layers, toml_sources
 
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> Settings:
+    """load_settings - build the Settings from defaults < shipped file < user file < env < flags.
+
+    ``flags`` maps field names to values (``None`` = not given); ``env=None`` means os.environ;
+    ``config_file`` overrides ``$NSM_FORWARDER_CONFIG`` and the default location.
+
+    Raises SettingsError (one line) for: an unknown flag key, a missing explicitly named config
+    file, an unreadable or malformed config file, an unknown config key, a missing required
+    setting and an invalid value (the first one, in field order).
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    given, layers, toml_sources = _layers(flags, environ, config_file)
     with installed_sources((_EnvSource(Settings, environ), *toml_sources)):
         try:
             return Settings(**given)
         except ValidationError as e:
             raise settings_error(e, layers) from None
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """One row of :func:`explain_settings`: a setting, its value as shown, and its source."""
+
+    name: str
+    value: str
+    """The value as the forwarder uses it (secrets masked); "" when unset."""
+    source: str
+    """``default``, ``shipped file``, ``file <path>``, ``env <VAR>``, ``flag --<name>`` or, for
+    a required setting given nowhere, ``unset (required)``."""
+
+
+def explain_settings(
+    flags: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> tuple[list[Sourced], SettingsError | None]:
+    """explain_settings - every setting (field order) with its effective value and the layer it
+    came from, as :func:`load_settings` would build them, and the error that stops them (None
+    when they are valid; then the values are the validated ones, else the raw ones given).
+
+    Raises SettingsError only when the layers themselves cannot be read (an unknown flag, a
+    missing, unreadable or malformed config file, an unknown config key)."""
+    environ: Mapping[str, str] = os.environ if env is None else env
+    _, layers, _ = _layers(flags, environ, config_file)
+    failure: SettingsError | None = None
+    shown: dict[str, str] = {}
+    try:
+        shown = as_log_dict(load_settings(flags, environ, config_file))
+    except SettingsError as exc:
+        failure = exc
+    rows = []
+    for name, field in Settings.model_fields.items():
+        label, raw = next(
+            ((label, values[name]) for label, values in layers if name in values),
+            ("default", None if field.is_required() else field.default),
+        )
+        if name in shown:
+            value = shown[name]
+        elif is_secret(field, raw):
+            value = REDACTED if raw not in (None, "") else ""
+        else:
+            value = format_value(raw)
+        if label == "default" and field.is_required():
+            label = "unset (required)"
+        rows.append(Sourced(name, value, _source_label(label, name)))
+    return rows, failure
+
+
+def _source_label(layer: str, name: str) -> str:
+    if layer == "flag":
+        return f"flag {flag_name(name)}"
+    if layer == "environment":
+        return f"env {env_var(name)}"
+    if layer == f"config file {SHIPPED_CONFIG_PATH}":
+        return "shipped file"
+    if layer.startswith("config file "):
+        return "file " + layer[len("config file ") :]
+    return layer

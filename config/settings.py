@@ -156,11 +156,20 @@ class Settings(BaseSettings):
         ),
     )
     tracer_enabled: GoBool = Field(
-        True,
+        False,
         validation_alias="TRACER_ENABLED",
         description=(
-            "Jaeger tracing (accepted for compatibility, not used). Go bool; unlike upstream, "
-            "an invalid value is an error."
+            "OpenTelemetry spans for every Request and Close (frontend, actor, worker), sent by "
+            "OTLP/gRPC to otlp_endpoint. Go bool; unlike upstream (Jaeger, default true), off by "
+            "default, and an invalid value is an error."
+        ),
+    )
+    otlp_endpoint: NonEmptyStr = Field(
+        "http://localhost:4317",
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description=(
+            "With tracer_enabled: the OTLP/gRPC collector spans go to (the OpenTelemetry "
+            "variable; http:// plaintext, https:// TLS)."
         ),
     )
 
@@ -204,6 +213,21 @@ class Settings(BaseSettings):
         "INFO",
         validation_alias="NSM_FORWARDER_LOG_LEVEL",
         description="Log level: DEBUG, INFO, WARNING or ERROR (any case; WARN = WARNING).",
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        validation_alias="NSM_FORWARDER_LOG_FORMAT",
+        description=(
+            "Log format: text (readable lines) or json (one JSON object a line, for log "
+            "pipelines; the cross-connect id in its field xcon_id)."
+        ),
+    )
+    grpc_reflection: GoBool = Field(
+        False,
+        validation_alias="NSM_FORWARDER_GRPC_REFLECTION",
+        description=(
+            "Serve gRPC server reflection on the forwarder socket (for grpcurl and the like)."
+        ),
     )
     mtu: Int = Field(
         16000,

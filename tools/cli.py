@@ -1,14 +1,19 @@
-"""The ``nsm-forwarder`` console script: ``run``, ``demo`` and the operator client commands."""
+"""The ``nsm-forwarder`` console script: ``run``, ``config show``, ``demo``, the operator client
+commands and ``--version``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
+import json
 import logging
 import sys
 from typing import Any
 
+from nsm_forwarder.actors.logs import setup_logging
 from nsm_forwarder.tools.client import add_client_commands
+from nsm_forwarder.tools.settings_flags import add_setting_flags, setting_flags
 
 EXIT_CONFIG = 2
 
@@ -17,49 +22,26 @@ def add_run_command(sub: Any) -> None:
     run = sub.add_parser(
         "run",
         help="run the forwarder daemon",
-        description="Run the forwarder. Settings come from the config file, then the "
-        "environment (upstream NSM v0 names and NSM_FORWARDER_*), then these flags.",
+        description="Run the forwarder. Settings come from the shipped defaults, the config file, "
+        "then the environment (upstream NSM v0 names and NSM_FORWARDER_*), then these flags.",
     )
-    run.add_argument("--config", help="config file (TOML); default /etc/nsm-forwarder/...")
-    for flag, text, kind in RUN_FLAGS:
-        run.add_argument(flag, help=text, type=kind, default=None)
+    run.add_argument("--config", help=CONFIG_HELP)
+    add_setting_flags(run)
     run.set_defaults(func=cmd_run)
 
 
-#: The flags of ``run``: each sets the setting of its name (dashes for underscores).
-RUN_FLAGS: list[tuple[str, str, Any]] = [
-    ("--name", "forwarder name (FORWARDER_NAME)", str),
-    ("--socket", "forwarder gRPC socket (FORWARDER_SOCKET)", str),
-    ("--registrar-socket", "nsmd registrar socket (FORWARDER_REGISTRAR_SOCKET)", str),
-    ("--src-ip", "node IP for remote mechanisms (NSM_FORWARDER_SRC_IP)", str),
-    ("--driver", "data-plane driver", str),
-    ("--workers", "worker processes running the driver", int),
-    ("--state-dir", "state directory", str),
-    ("--health-host", "address of the HTTP probes", str),
-    ("--health-port", "port of the HTTP probes (0 = any free port)", int),
-    ("--log-level", "DEBUG, INFO, WARNING or ERROR", str),
-    ("--mtu", "MTU of local veth pairs", int),
-    ("--vxlan-port", "UDP port of VXLAN tunnels", int),
-    ("--wireguard-backend", "auto, kernel or userspace WireGuard", str),
-    ("--vpp-api-socket", "driver vpp: VPP's API socket", str),
-    ("--vpp-api-dir", "driver vpp: directory of VPP's .api.json files", str),
-    ("--vpp-stats-socket", "driver vpp: VPP's stats socket", str),
-    ("--vpp-uplink", "driver vpp: VPP interface VXLAN tunnels leave by", str),
-    ("--vpp-connect-timeout", "driver vpp: how long to try VPP's socket (e.g. 10s)", str),
-    ("--reregister-interval", "registration retry interval (e.g. 5s)", str),
-    ("--operation-timeout", "data-plane operation timeout (e.g. 10s)", str),
-    ("--max-restarts", "restart intensity limit (restarts per window)", int),
-    ("--restart-window", "restart intensity window (e.g. 10s)", str),
-    ("--faults", "fault plan for fault-injection tests (see docs/faults.md)", str),
-]
+CONFIG_HELP = (
+    "config file (TOML; keys are setting names) [env NSM_FORWARDER_CONFIG; default "
+    "/etc/nsm-forwarder/forwarder.toml if it exists]"
+)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+def version() -> str:
+    """The installed package's version (the source tree's when not installed)."""
+    try:
+        return importlib.metadata.version("nsm-forwarder")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -68,21 +50,64 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nsm_forwarder.config.errors import SettingsError
     from nsm_forwarder.config.loader import load_settings
 
-    names = [flag[2:].replace("-", "_") for flag, _, _ in RUN_FLAGS]
-    flags = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
     try:
-        settings = load_settings(flags, config_file=args.config)
+        settings = load_settings(setting_flags(args), config_file=args.config)
     except SettingsError as exc:
         print(f"nsm-forwarder: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     log = logging.getLogger("nsm_forwarder")
+    log.info("nsm-forwarder %s", version())
     if settings.insecure:
         from nsm_forwarder.actors.tls import INSECURE_WARNING
 
         log.warning(INSECURE_WARNING)
     log.info("config: %s", " ".join(f"{k}={v}" for k, v in as_log_dict(settings).items()))
     return asyncio.run(serve(settings))
+
+
+def add_config_command(sub: Any) -> None:
+    config = sub.add_parser("config", help="show the effective configuration")
+    actions = config.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = actions.add_parser(
+        "show",
+        help="print every setting's effective value and where it came from",
+        description="Print every setting as `run` would use it, with its source: default, "
+        "shipped file, file <path>, env <VAR> or flag --<name>; secrets are masked. Takes the "
+        "same --config and setting flags as `run`. Exit code 2 when the settings are invalid "
+        "(the error is printed after the table).",
+    )
+    show.add_argument("--config", help=CONFIG_HELP)
+    show.add_argument(
+        "--json", action="store_true", help="one JSON object: setting -> value, source"
+    )
+    add_setting_flags(show)
+    show.set_defaults(func=cmd_config_show)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from nsm_forwarder.config.errors import SettingsError
+    from nsm_forwarder.config.loader import explain_settings
+
+    try:
+        rows, failure = explain_settings(setting_flags(args), config_file=args.config)
+    except SettingsError as exc:
+        print(f"nsm-forwarder: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.json:
+        table = {r.name: {"value": r.value, "source": r.source} for r in rows}
+        print(json.dumps(table, indent=2))
+    else:
+        width = max(len(r.name) for r in rows)
+        value_width = min(60, max(len(r.value) for r in rows))
+        print(f"{'setting':<{width}}  {'value':<{value_width}}  source")
+        for r in rows:
+            value = r.value or '""'
+            print(f"{r.name:<{width}}  {value:<{value_width}}  {r.source}")
+    if failure is not None:
+        print(f"nsm-forwarder: {failure}", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -102,8 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nsm-forwarder",
         description="Network Service Mesh v0 forwarder (kernel or VPP data plane).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_run_command(sub)
+    add_config_command(sub)
     demo = sub.add_parser(
         "demo", help="connect two pod namespaces through a forwarder and ping (needs root)"
     )

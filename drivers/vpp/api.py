@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import time
 from typing import Any
+
+import tenacity
 
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError
 from nsm_forwarder.drivers.vpp import retvals
@@ -113,35 +114,38 @@ class VppApi:
             return
         from vpp_papi import VPPApiClient  # slow import; only in workers of the VPP driver
 
-        deadline = time.monotonic() + (self.connect_timeout if timeout is None else timeout)
-        delay = 0.05
-        while True:
-            why = self._absent()
-            if why is None:
-                try:
-                    client = VPPApiClient(
-                        apidir=self.api_dir,
-                        server_address=self.socket,
-                        read_timeout=self.read_timeout,
-                    )
-                except Exception as exc:  # bad api dir: no retry helps
-                    raise DriverError(
-                        f"cannot load the VPP API definitions from {self.api_dir}: {exc}"
-                    ) from None
-                try:
-                    client.connect(self.name)
-                except Exception as exc:
-                    why = f"{type(exc).__name__}: {exc}"
-                    _disconnect_quietly(client)
-                else:
-                    self._client = client
-                    self.connects += 1
-                    log.debug("connected to VPP at %s (connection %d)", self.socket, self.connects)
-                    return
-            if time.monotonic() + delay > deadline:
-                raise VppUnavailable(f"cannot connect to VPP at {self.socket}: {why}")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+        limit = self.connect_timeout if timeout is None else timeout
+        try:
+            tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(VppUnavailable),
+                wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+                stop=tenacity.stop_before_delay(limit),
+                reraise=True,
+            )(self._connect_once, VPPApiClient)
+        except VppUnavailable as exc:
+            raise VppUnavailable(f"cannot connect to VPP at {self.socket}: {exc}") from None
+
+    def _connect_once(self, client_class: Any) -> None:
+        """One try of :meth:`connect`; VppUnavailable (the reason) when it may work later."""
+        why = self._absent()
+        if why is not None:
+            raise VppUnavailable(why)
+        try:
+            client = client_class(
+                apidir=self.api_dir, server_address=self.socket, read_timeout=self.read_timeout
+            )
+        except Exception as exc:  # bad api dir: no retry helps
+            raise DriverError(
+                f"cannot load the VPP API definitions from {self.api_dir}: {exc}"
+            ) from None
+        try:
+            client.connect(self.name)
+        except Exception as exc:
+            _disconnect_quietly(client)
+            raise VppUnavailable(f"{type(exc).__name__}: {exc}") from None
+        self._client = client
+        self.connects += 1
+        log.debug("connected to VPP at %s (connection %d)", self.socket, self.connects)
 
     def _absent(self) -> str | None:
         """Why connecting cannot work now, or None if the socket is there."""

@@ -22,6 +22,10 @@ def scrape(node: Node) -> str:
         return resp.read().decode()
 
 
+TX = "nsm_forwarder_interface_tx_packets_total"
+SRC_END = '{cross_connect="met-1",side="source"}'
+
+
 def sample(text: str, name: str, labels: str = "") -> float:
     match = re.search(rf"^{name}{re.escape(labels)} (\S+)$", text, re.M)
     assert match, f"{name}{labels} not in /metrics"
@@ -51,28 +55,29 @@ def test_metrics_events_and_prometheus_rise_with_traffic(node_factory: type, pod
     assert src["rx_error_packets"] == "0" and src["tx_error_packets"] == "0"
 
     wait_until(
-        lambda: (
-            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{key="SRC-met-1"}')
-            >= 5
-        ),
+        lambda: sample(scrape(node), TX, SRC_END) >= 5,
         10,
         "/metrics counters",
     )
     text = scrape(node)
-    before = sample(text, "nsm_forwarder_interface_tx_packets_total", '{key="SRC-met-1"}')
+    before = sample(text, TX, SRC_END)
     assert sample(text, "nsm_forwarder_cross_connects") == 1
-    assert sample(text, "nsm_forwarder_registered", '{state="registered"}') == 1
-    assert sample(text, "nsm_forwarder_worker_restarts_total") == 0
-    labels = '{mechanism="KERNEL_INTERFACE",result="OK"}'
-    assert sample(text, "nsm_forwarder_request_seconds_count", labels) == 1
+    assert sample(text, "nsm_forwarder_registered") == 1
+    assert sample(text, "nsm_forwarder_registration_state", '{state="registered"}') == 1
+    assert sample(text, "nsm_forwarder_registration_state", '{state="retrying"}') == 0
+    for component in ("worker", "connection", "monitor", "registrar"):
+        assert sample(text, "nsm_forwarder_restarts_total", f'{{component="{component}"}}') == 0
+    assert sample(text, "nsm_forwarder_workers") == 2
+    assert sample(text, "nsm_forwarder_worker_resident_memory_bytes", '{worker="0"}') > 1e6
+    assert sample(text, "process_resident_memory_bytes") > 1e6
+    assert "python_info{" in text
+    labels = '{grpc_code="OK",mechanism="KERNEL_INTERFACE"}'
+    assert sample(text, "nsm_forwarder_request_duration_seconds_count", labels) == 1
     assert a.ping("10.30.1.2", count=3)
     wait_until(
-        lambda: (
-            sample(scrape(node), "nsm_forwarder_interface_tx_packets_total", '{key="SRC-met-1"}')
-            >= before + 3
-        ),
+        lambda: sample(scrape(node), TX, SRC_END) >= before + 3,
         10,
         "counters to rise",
     )
     node.forwarder.stub().Close(xcon, timeout=15)
-    assert sample(scrape(node), "nsm_forwarder_close_seconds_count", labels) == 1
+    assert sample(scrape(node), "nsm_forwarder_close_duration_seconds_count", labels) == 1

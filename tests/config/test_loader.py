@@ -18,7 +18,8 @@ from tests.config.conftest import SRC, error, load, write
 
 def test_load_settings_missing_src_ip_is_a_clear_error() -> None:
     assert error(env={}) == (
-        "missing required setting src_ip: set NSM_FORWARDER_SRC_IP to the node's IP address"
+        "missing required setting src_ip: set NSM_FORWARDER_SRC_IP (or --src-ip) to the node's "
+        "IP address"
     )
 
 

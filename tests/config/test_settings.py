@@ -31,7 +31,10 @@ def test_load_settings_defaults() -> None:
     assert s.src_ip == IPv4Address("10.1.2.3")
     assert s.liveness_interval == timedelta(seconds=1)
     assert s.insecure is False
-    assert s.tracer_enabled is True
+    assert s.tracer_enabled is False
+    assert s.otlp_endpoint == "http://localhost:4317"
+    assert s.log_format == "text"
+    assert s.grpc_reflection is False
     assert s.driver == "kernel"
     assert s.workers == 2
     assert s.state_dir is None
@@ -53,6 +56,8 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "health_host",
         "health_port",
         "log_level",
+        "log_format",
+        "grpc_reflection",
         "mtu",
         "vxlan_port",
         "wireguard_backend",
@@ -130,6 +135,8 @@ UPSTREAM = [
         "spiffe_endpoint_socket",
         "unix:///run/a.sock",
     ),
+    # OpenTelemetry's own variable
+    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://otel:4317", "otlp_endpoint", "http://otel:4317"),
 ]
 
 

@@ -147,7 +147,8 @@ def test_counters_reach_metrics_events_and_prometheus(
     assert got["tx_packets"] == "4"
     url = f"http://127.0.0.1:{node.forwarder.health_port()}/metrics"
     text = _fetch_in(vpp_bed.underlay.a, url)
-    assert re.search(r'^nsm_forwarder_interface_rx_bytes_total\{key="SRC-mx"\} 300\.0$', text, re.M)
+    labels = r'\{cross_connect="mx",side="source"\}'
+    assert re.search(rf"^nsm_forwarder_interface_rx_bytes_total{labels} 300\.0$", text, re.M)
 
 
 def _fetch_in(netns: str, url: str) -> str:
