@@ -125,7 +125,11 @@ class Connections:
                 record = Record(xcon_id, state["xcon"], state["plan"], state["applied"], None)
             elif self.store.has(xcon_id):  # e.g. a pending row a failed Request left
                 record = await asyncio.to_thread(self.store.get, xcon_id)
-            ref = self._start(xcon_id, record)
+            again = self._actors.get(xcon_id)
+            if again is not None and again is not entry and again[0].is_alive():
+                ref = again[0]  # another ask started one while this one read the Store
+            else:
+                ref = self._start(xcon_id, record)
         else:
             ref = entry[0]
         self._in_flight[xcon_id] = self._in_flight.get(xcon_id, 0) + 1
@@ -160,11 +164,13 @@ class Connections:
     def _reap(self, xcon_id: str, ref: ConnectionActor) -> None:
         """Drop the actor of an id that has nothing in flight, keeping its state (if any).
 
-        Every message to an actor comes through :meth:`ask`, so with none in flight its last
-        reply is out and its mailbox is empty: its state is final. A dead actor (it crashed)
-        is kept, so that the next message restarts the id from the Store."""
+        Every message to an actor comes through :meth:`ask`, but an ask whose client gave up
+        (cancelled) leaves its message queued or running: the actor is dropped only once it is
+        idle, so its state is final (else it stays until a later ask for the id finds it idle).
+        A dead actor (it crashed) is kept, so that the next message restarts the id from the
+        Store."""
         entry = self._actors.get(xcon_id)
-        if entry is None or entry[0] is not ref or not ref.is_alive():
+        if entry is None or entry[0] is not ref or not ref.is_alive() or not ref.idle():
             return
         del self._actors[xcon_id]
         del self._in_flight[xcon_id]

@@ -111,6 +111,8 @@ class PooledActor:
         self._scheduled = False
         self._alive = True
         self._started = False
+        self._told = 0
+        self._handled = 0
 
     # --- the ActorRef side (any thread) -------------------------------------------------------
 
@@ -119,6 +121,7 @@ class PooledActor:
             if not self._alive:
                 raise pykka.ActorDeadError(f"{type(self).__name__} is stopped")
             self._inbox.append(envelope)
+            self._told += 1
             if self._scheduled:
                 return
             self._scheduled = True
@@ -126,6 +129,11 @@ class PooledActor:
 
     def is_alive(self) -> bool:
         return self._alive
+
+    def idle(self) -> bool:
+        """True when every message told so far has been handled: nothing is queued or being
+        handled. Once the reply of the last message is seen, this is already True."""
+        return self._handled == self._told
 
     def stop(self) -> None:
         """No more messages: queued asks fail with ActorDeadError."""
@@ -158,7 +166,10 @@ class PooledActor:
                     self._scheduled = False
                     return
                 envelope = self._inbox.popleft()
-            deliver(self, envelope)
+            deliver(self, envelope, self._count_handled)
+
+    def _count_handled(self) -> None:
+        self._handled += 1  # only this actor's running thread writes it
 
     def _die(self) -> None:
         with self._lock:

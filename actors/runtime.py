@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,21 +111,28 @@ class Handler(Protocol):
     def handle(self, message: Message) -> Any: ...
 
 
-def deliver(actor: Handler, envelope: Envelope) -> None:
+def deliver(actor: Handler, envelope: Envelope, handled: Callable[[], None] | None = None) -> None:
     """Hand one envelope to ``actor.handle``: the reply (or the exception) goes to the asker;
-    an exception from a tell is logged. The actor carries on either way. With the asker's
-    tracing context in the envelope, the message is handled in a child span."""
+    an exception from a tell is logged. The actor carries on either way. ``handled`` is called
+    once ``handle`` is done, before the reply goes out. With the asker's tracing context in the
+    envelope, the message is handled in a child span."""
     if envelope.trace is not None:
         name = f"{type(actor).__name__} {envelope.message.TAG}"
         with tracing.actor_span(envelope.trace, name) as span:
-            _deliver(actor, envelope, span)
+            _deliver(actor, envelope, span, handled)
     else:
-        _deliver(actor, envelope, None)
+        _deliver(actor, envelope, None, handled)
 
 
-def _deliver(actor: Handler, envelope: Envelope, span: Any) -> None:
+def _deliver(
+    actor: Handler, envelope: Envelope, span: Any, handled: Callable[[], None] | None
+) -> None:
     try:
-        result = actor.handle(envelope.message)
+        try:
+            result = actor.handle(envelope.message)
+        finally:
+            if handled is not None:
+                handled()
     except Exception as exc:
         if span is not None:
             tracing.record_error(span, exc)

@@ -137,3 +137,29 @@ def test_a_hung_handler_thread_can_be_replaced() -> None:
     run(go())
     assert d.threads == 2
     d.stop()
+
+
+def test_idle_only_once_every_told_message_is_handled() -> None:
+    """An ask whose caller gave up leaves its message queued: the actor is not idle until that
+    message is handled, and it is idle as soon as the last reply is seen."""
+    d = Dispatcher("t", 1)
+    events = {"go": threading.Event()}
+    actor = Recorder(d, events)
+
+    async def go() -> None:
+        assert actor.idle()
+        first = ask(actor, MarkDown(sides=["wait:go"]))
+        abandoned = ask(actor, MarkDown(sides=["later"]))
+        abandoned.cancel()  # the caller gave up; the message stays queued
+        await asyncio.sleep(0.05)
+        assert not actor.idle()
+        events["go"].set()
+        await first
+        while not actor.idle():  # "later" still runs after the first reply
+            await asyncio.sleep(0.01)
+        assert actor.seen == ["wait:go", "later"]
+        assert await ask(actor, MarkDown(sides=["x"])) == "x"
+        assert actor.idle()  # already when the reply is seen
+
+    run(go())
+    d.stop()
