@@ -67,6 +67,9 @@ class Connections:
         self.on_restart = on_restart
         self._actors: dict[str, tuple[pykka.ActorRef[Any], threading.Event]] = {}
         self._in_flight: dict[str, int] = {}
+        #: messages sent to each id's actor so far: a Park answer is its final state only if
+        #: nothing was sent after it (an ask cancelled by its client leaves its message queued)
+        self._sent: dict[str, int] = {}
         #: one lock per id, shared by every actor that serves it (see connection._Guarded)
         self._fences: dict[str, threading.Lock] = {}
         self._abandoned_ids: set[str] = set()
@@ -117,10 +120,15 @@ class Connections:
                 record = Record(xcon_id, state["xcon"], state["plan"], state["applied"], None)
             elif self.store.has(xcon_id):  # e.g. a pending row a failed Request left
                 record = await asyncio.to_thread(self.store.get, xcon_id)
-            ref = self._start(xcon_id, record)
+            again = self._actors.get(xcon_id)
+            if again is not None and again is not entry and again[0].is_alive():
+                ref = again[0]  # another ask started it while this one read the Store
+            else:
+                ref = self._start(xcon_id, record)
         else:
             ref = entry[0]
         self._in_flight[xcon_id] = self._in_flight.get(xcon_id, 0) + 1
+        self._sent[xcon_id] = self._sent.get(xcon_id, 0) + 1
         try:
             async with asyncio.timeout(self.timeout):
                 return await ask(ref, message)
@@ -148,15 +156,18 @@ class Connections:
 
     async def _reap(self, xcon_id: str, ref: pykka.ActorRef[Any]) -> None:
         """Stop the actor of an id that has nothing queued, keeping its state (if any)."""
+        sent = self._sent.get(xcon_id)
         try:
             async with asyncio.timeout(self.timeout):
                 state = await ask(ref, Park())
         except (pykka.ActorDeadError, TimeoutError, ForwarderError):
             return
         entry = self._actors.get(xcon_id)
-        if self._in_flight.get(xcon_id) == 0 and entry is not None and entry[0] is ref:
+        idle = self._in_flight.get(xcon_id) == 0 and self._sent.get(xcon_id) == sent
+        if idle and entry is not None and entry[0] is ref:
             del self._actors[xcon_id]
             del self._in_flight[xcon_id]
+            self._sent.pop(xcon_id, None)
             if state is not None:
                 self._park(xcon_id, state)
             elif xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
