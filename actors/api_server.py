@@ -26,6 +26,7 @@ from nsm_forwarder.actors.frontend import (
     CrossConnectMonitorService,
     ForwarderService,
     MechanismsService,
+    add_forwarder_service,
 )
 from nsm_forwarder.actors.grpc_io import grpc_address
 from nsm_forwarder.proto import crossconnect_pb2_grpc, forwarder_pb2_grpc
@@ -73,7 +74,7 @@ class ApiServer:
     ) -> None:
         """Add the services, clean a stale socket and bind the address (not serving yet)."""
         server = grpc.aio.server()
-        forwarder_pb2_grpc.add_ForwarderServicer_to_server(forwarder, server)
+        add_forwarder_service(forwarder, server)
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(mechanisms, server)
         crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(monitor, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
