@@ -32,6 +32,7 @@ from nsm_forwarder.actors.frontend import (
     CrossConnectMonitorService,
     ForwarderService,
     MechanismsService,
+    add_forwarder_service,
 )
 from nsm_forwarder.actors.grpc_io import grpc_address
 from nsm_forwarder.actors.local_socket import SocketError, add_unix_port
@@ -90,7 +91,7 @@ class ApiServer:
         ``transport`` (started) gives the credentials and the peer check (None: plaintext)."""
         server = grpc.aio.server(interceptors=transport.interceptors() if transport else None)
         credentials = transport.server_credentials() if transport else None
-        forwarder_pb2_grpc.add_ForwarderServicer_to_server(forwarder, server)
+        add_forwarder_service(forwarder, server)
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(mechanisms, server)
         crossconnect_pb2_grpc.add_MonitorCrossConnectServicer_to_server(monitor, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pykka
 from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError
 
 from nsm_forwarder.actors import tracing
 from nsm_forwarder.actors.connections import Connections
@@ -57,6 +58,9 @@ _OVERFLOW = b""
 #: Monitor that does not answer; the client then subscribes again).
 SUBSCRIBE_TIMEOUT = 5.0
 _ALWAYS = 1 << 62  # sequence number of synthesized events: every subscriber takes them
+#: Longest status message sent: it travels as a header (grpc-message), and a client refuses
+#: headers beyond 8 KiB, so an error quoting a huge request value would never reach it.
+MAX_STATUS_MESSAGE = 1024
 
 
 async def inject(faults: Injector, context: grpc.aio.ServicerContext, what: str) -> None:
@@ -82,15 +86,38 @@ def grpc_code_of(exc: BaseException) -> str:
     return "INTERNAL"
 
 
+def status_message(message: str) -> str:
+    """``message`` cut to :data:`MAX_STATUS_MESSAGE` characters, saying how much was cut."""
+    if len(message) <= MAX_STATUS_MESSAGE:
+        return message
+    cut = len(message) - MAX_STATUS_MESSAGE
+    return f"{message[:MAX_STATUS_MESSAGE]}... ({cut} more characters)"
+
+
 async def abort_with(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     """Turn any exception into the matching gRPC status (and end the call)."""
     if isinstance(exc, ForwarderError):
         code = getattr(grpc.StatusCode, exc.code, grpc.StatusCode.INTERNAL)
-        await context.abort(code, exc.message)
+        await context.abort(code, status_message(exc.message))
     if isinstance(exc, pykka.ActorDeadError):
         await context.abort(grpc.StatusCode.UNAVAILABLE, "the actor was restarting; try again")
     log.error("unexpected error", exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}")
+    await context.abort(grpc.StatusCode.INTERNAL, status_message(f"{type(exc).__name__}: {exc}"))
+
+
+class Undecodable:
+    """A request body that is not a CrossConnect; its handler answers INVALID_ARGUMENT (gRPC's
+    own deserializer would end the call with UNKNOWN)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def decode_xcon(data: bytes) -> crossconnect_pb2.CrossConnect | Undecodable:
+    try:
+        return crossconnect_pb2.CrossConnect.FromString(data)
+    except DecodeError as exc:
+        return Undecodable(str(exc))
 
 
 class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
@@ -102,10 +129,19 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
         self.faults = faults or Injector("frontend", ())
 
     async def _route(
-        self, kind: str, request: crossconnect_pb2.CrossConnect, context: grpc.aio.ServicerContext
+        self,
+        kind: str,
+        request: crossconnect_pb2.CrossConnect | Undecodable,
+        context: grpc.aio.ServicerContext,
     ) -> Any:
         """Send the request to its ConnectionActor; errors end the call with their status."""
         await inject(self.faults, context, kind)
+        if isinstance(request, Undecodable):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"not a crossconnect.CrossConnect message: {request.error}",
+            )
+        assert isinstance(request, crossconnect_pb2.CrossConnect)  # abort() raised otherwise
         if not request.id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "id: must not be empty")
         XCON_ID.set(request.id)  # this call's task: its log records carry the id
@@ -157,6 +193,26 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
     ) -> empty_pb2.Empty:
         await self._route("close", request, context)
         return empty_pb2.Empty()
+
+
+def add_forwarder_service(service: ForwarderService, server: grpc.aio.Server) -> None:
+    """Serve forwarder.Forwarder like the generated code would, but decoding requests with
+    :func:`decode_xcon`, so a corrupt one gets INVALID_ARGUMENT."""
+    handlers = {
+        "Request": grpc.unary_unary_rpc_method_handler(
+            service.Request,
+            request_deserializer=decode_xcon,
+            response_serializer=crossconnect_pb2.CrossConnect.SerializeToString,
+        ),
+        "Close": grpc.unary_unary_rpc_method_handler(
+            service.Close,
+            request_deserializer=decode_xcon,
+            response_serializer=empty_pb2.Empty.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler("forwarder.Forwarder", handlers),)
+    )
 
 
 class MechanismsService(forwarder_pb2_grpc.MechanismsMonitorServicer):

@@ -49,11 +49,18 @@ TAG_PREFIX = "nsm:"
 _owner = "nsm-forwarder"
 
 
+#: Longest forwarder name that owns interfaces, in UTF-8 bytes: with a cross-connect id of up to
+#: 128 bytes (plan_values.MAX_ID_BYTES) every tag fits the kernel's 255-byte alias.
+MAX_OWNER_BYTES = 110
+
+
 def set_owner(name: str) -> None:
     """Tag interfaces as belonging to forwarder ``name`` (which contains no '/')."""
     global _owner
     if not name or "/" in name:
         raise ValueError(f"owner {name!r} must be non-empty and contain no '/'")
+    if len(name.encode()) > MAX_OWNER_BYTES:
+        raise ValueError(f"forwarder name {name!r} is longer than {MAX_OWNER_BYTES} bytes")
     _owner = name
 
 

@@ -82,8 +82,7 @@ def plan_from_xcon(
     driver's ``init``) minus the encapsulation overhead. ``offer``: the mechanisms the driver
     builds; anything else is refused.
     """
-    if not xcon.id:
-        raise InvalidRequest("id: must not be empty")
+    pv.xcon_id(xcon.id)
     if not xcon.payload:
         raise InvalidRequest("payload: must not be empty")
     for side in ("source", "destination"):
@@ -279,9 +278,10 @@ def _end(side: str, conn: connection_pb2.Connection, offer: Offer) -> dict[str, 
     params = mech.parameters
     if mech.type == MEMIF:
         inode_text = params.get("netnsInode", "")
+        field = f"{side}.mechanism.parameters.netnsInode"
         return {
             "mechanism": MEMIF,
-            "inode": int(inode_text) if inode_text.isdigit() else 0,
+            "inode": pv.netns_inode(field, inode_text) if inode_text else 0,
             "socket": pv.memif_socket(side, params, offer.base_dir),
             "name": "",
             "addr": "",
@@ -290,15 +290,10 @@ def _end(side: str, conn: connection_pb2.Connection, offer: Offer) -> dict[str, 
         }
     name = params.get("name", "")
     pv.check_ifname(f"{side}.mechanism.parameters.name", name)
-    inode_text = params.get("netnsInode", "")
-    if not inode_text.isdigit() or int(inode_text) <= 0:
-        raise InvalidRequest(
-            f"{side}.mechanism.parameters.netnsInode: must be a decimal inode number, "
-            f"got {inode_text!r}"
-        )
+    inode = pv.netns_inode(f"{side}.mechanism.parameters.netnsInode", params.get("netnsInode", ""))
     # a kernel end carries no "mechanism" key: plans written before MEMIF existed look the same
     return {
-        "inode": int(inode_text),
+        "inode": inode,
         "name": name,
         "addr": "",
         "routes": [],

@@ -12,11 +12,25 @@ import re
 from typing import Any
 
 from nsm_forwarder.drivers.errors import InvalidRequest
-from nsm_forwarder.drivers.shapes import IFNAMSIZ, MAC_RE, MAX_VNI
+from nsm_forwarder.drivers.shapes import MAC_RE, MAX_VNI, ifname_problem
 
-DECIMAL = re.compile(r"^[0-9]+$")
+#: A number in a mechanism parameter: ASCII digits only (no sign, space or other script), at
+#: most 20 of them (2**64 has 20), so it is never turned into a huge int.
+DECIMAL = re.compile(r"[0-9]{1,20}")
+#: The largest inode number (ino_t is 64 bits).
+MAX_INODE = 2**64 - 1
+#: Longest cross-connect id, in UTF-8 bytes: the id is part of the tag each interface carries in
+#: its alias, which the kernel caps at 255 bytes, together with the forwarder's name.
+MAX_ID_BYTES = 128
 #: sun_path of a unix socket holds this many bytes, the terminating NUL included.
 UNIX_PATH_MAX = 108
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a message: its repr, cut after ``limit`` characters."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def memif_socket(side: str, params: Any, base_dir: str) -> str:
@@ -48,16 +62,41 @@ def memif_socket(side: str, params: Any, base_dir: str) -> str:
 
 
 def check_ifname(field: str, name: str) -> None:
-    """Raise InvalidRequest unless ``name`` is a valid Linux interface name."""
+    """Raise InvalidRequest unless ``name`` is a valid Linux interface name (see
+    :func:`~nsm_forwarder.drivers.shapes.ifname_problem`)."""
     if not name:
         raise InvalidRequest(f"{field}: must not be empty")
-    size = len(name.encode())
-    if size >= IFNAMSIZ:
-        raise InvalidRequest(f"{field}: {name!r} is {size} bytes, the limit is {IFNAMSIZ - 1}")
-    if name in (".", "..") or "/" in name or ":" in name or any(c.isspace() for c in name):
+    problem = ifname_problem(name)
+    if problem is not None:
+        raise InvalidRequest(f"{field}: {shown(name)} is not a valid interface name: it {problem}")
+
+
+def xcon_id(text: str) -> str:
+    """The cross-connect id: it names the Store row and is part of every interface's tag."""
+    if not text:
+        raise InvalidRequest("id: must not be empty")
+    size = len(text.encode())
+    if size > MAX_ID_BYTES:
+        raise InvalidRequest(f"id: is {size} bytes, the limit is {MAX_ID_BYTES}")
+    if not text.isprintable():
         raise InvalidRequest(
-            f"{field}: {name!r} is not a valid interface name (no '/', ':' or spaces)"
+            f"id: {shown(text)} contains control or other non-printable characters"
         )
+    return text
+
+
+def decimal(field: str, text: str, low: int, high: int, what: str) -> int:
+    """A decimal number in ``low..high`` (``what`` says what it is, for the message)."""
+    if not DECIMAL.fullmatch(text) or not low <= int(text) <= high:
+        raise InvalidRequest(
+            f"{field}: must be a decimal {what} in {low}..{high}, got {shown(text)}"
+        )
+    return int(text)
+
+
+def netns_inode(field: str, text: str) -> int:
+    """The ``netnsInode`` parameter: a pod's namespace, by inode (never a path)."""
+    return decimal(field, text, 1, MAX_INODE, "inode number")
 
 
 def underlay_ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -75,15 +114,11 @@ def underlay_ip(field: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6
 
 
 def vni(field: str, text: str) -> int:
-    if not DECIMAL.match(text) or not 1 <= int(text) <= MAX_VNI:
-        raise InvalidRequest(f"{field}: must be a decimal VNI in 1..{MAX_VNI}, got {text!r}")
-    return int(text)
+    return decimal(field, text, 1, MAX_VNI, "VNI")
 
 
 def port(field: str, text: str) -> int:
-    if not DECIMAL.match(text) or not 1 <= int(text) <= 65535:
-        raise InvalidRequest(f"{field}: must be a decimal UDP port in 1..65535, got {text!r}")
-    return int(text)
+    return decimal(field, text, 1, 65535, "UDP port")
 
 
 def wg_key(field: str, text: str) -> str:

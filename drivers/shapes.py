@@ -121,15 +121,28 @@ def family(version: int) -> int:
     return socket.AF_INET if version == 4 else socket.AF_INET6
 
 
+#: What an interface name we create may not contain, besides non-printable or non-ASCII
+#: characters: the kernel refuses '/', ':' and white space, and expands '%d' to a number (the
+#: interface would not get the name asked for).
+IFNAME_FORBIDDEN = "/:% "
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the name of an interface we create; None when it can be."""
+    if not name:
+        return "must not be empty"
+    size = len(name.encode())
+    if size >= IFNAMSIZ:
+        return f"is {size} bytes, the limit is {IFNAMSIZ - 1}"
+    if name in (".", "..") or not (name.isascii() and name.isprintable()):
+        return "must be printable ASCII, not '.' or '..'"
+    if any(c in IFNAME_FORBIDDEN for c in name):
+        return "must not contain '/', ':', '%' or spaces"
+    return None
+
+
 def check_name(name: Any, where: str) -> str:
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name.encode()) >= IFNAMSIZ
-        or name in (".", "..")
-        or any(c in name for c in "/:")
-        or any(c.isspace() for c in name)
-    ):
+    if not isinstance(name, str) or ifname_problem(name) is not None:
         raise InvalidRequest(f"{where}: invalid interface name {name!r}")
     return name
 

@@ -99,6 +99,16 @@ BAD = [
     ("source.mechanism.parameters", {"name": "abcdefghijklmnop"}, "the limit is 15"),
     ("destination.mechanism.parameters", {"name": "a/b"}, "not a valid interface name"),
     ("source.mechanism.parameters", {"name": ""}, "name: must not be empty"),
+    ("source.mechanism.parameters", {"name": "eth%d"}, "must not contain '/', ':', '%'"),
+    ("source.mechanism.parameters", {"name": "a\0b"}, "must be printable ASCII"),
+    ("source.mechanism.parameters", {"name": "\u00f1sm"}, "must be printable ASCII"),
+    ("source.mechanism.parameters", {"name": "a\u200bb"}, "must be printable ASCII"),
+    ("id", "a\0b", "id: 'a\\x00b' contains control"),
+    ("id", "x" * 129, "id: is 129 bytes, the limit is 128"),
+    ("source.mechanism.parameters", {"netnsInode": str(2**64)}, "inode number in 1..1844"),
+    ("source.mechanism.parameters", {"netnsInode": "9" * 5000}, "(5000 characters)"),
+    ("source.mechanism.parameters", {"netnsInode": "\u0663"}, "must be a decimal inode"),
+    ("source.mechanism.parameters", {"netnsInode": "5\n"}, "must be a decimal inode"),
     ("source.mechanism.parameters", {"netnsInode": "x12"}, "netnsInode: must be a decimal"),
     ("source.context.ip_context.src_ip_addr", "10.0.0.300/24", "not a valid addr/len"),
     ("source.context.ip_context.dst_ip_addr", "10.0.0.2", "must be in addr/len form"),
@@ -331,3 +341,22 @@ def test_plan_errors_never_quote_a_key() -> None:
 
 def test_describe_local_plan_unchanged() -> None:
     assert describe(plan_from_xcon(xcon(), mtu=1500)) == "local a0@11 <-> b0@22"
+
+
+@pytest.mark.parametrize(
+    ("mech", "key", "value"),
+    [
+        ("VXLAN", "vni", str(2**64)),
+        ("VXLAN", "vni", "9" * 5000),  # beyond what int() parses from text: no ValueError
+        ("VXLAN", "vni", "-1"),
+        ("VXLAN", "vni", "\u0663"),
+        ("WIREGUARD", "src_port", str(2**70)),
+        ("WIREGUARD", "dst_port", "+5"),
+    ],
+)
+def test_plan_remote_numbers_out_of_range_are_invalid(mech: str, key: str, value: str) -> None:
+    """Numbers beyond 64 bits (or not plain ASCII decimals) are INVALID_ARGUMENT, never an
+    overflow further down (msgpack, the Store) and never a huge number in the message."""
+    with pytest.raises(InvalidRequest, match=f"parameters.{key}: must be a decimal") as err:
+        plan_from_xcon(remote("outgoing", mech, **{key: value}), mtu=1)
+    assert len(str(err.value)) < 200
