@@ -33,6 +33,7 @@ OPENS: dict[tuple[str, str], tuple[int, str]] = {
     ("actors/svid.py", "open"): (1, "the operator's TLS files (settings)"),
     ("tools/client.py", "open"): (1, "the operator's request file (CLI argument)"),
     ("tools/client.py", "os.open"): (1, "os.devnull"),
+    ("tools/cli.py", "os.open"): (1, "os.devnull"),
     ("tools/demo.py", "open"): (3, "the demo's own forwarder log"),
 }
 

@@ -8,6 +8,7 @@ import asyncio
 import importlib.metadata
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -151,7 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:
+        # the reader went away (`nsm-forwarder config show | head`): not an error of ours;
+        # stdout is pointed at /dev/null so that the interpreter's final flush stays quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -340,3 +340,24 @@ def test_cli_config_show_masks_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     )  # invalid (no src_ip): the raw values are shown, still masked
     assert failure is not None
     assert {r.name: r.value for r in rows}["vpp_uplink"] == "**********"
+
+
+def test_cli_output_cut_short_by_its_reader_is_not_an_error() -> None:
+    """``nsm-forwarder config show | head -1``: the reader is gone; exit 0, no traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NSM_", "FORWARDER_"))}
+    env["NSM_FORWARDER_SRC_IP"] = "10.0.0.7"
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write of the child meets a closed pipe
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "nsm_forwarder.tools.cli", "config", "show"],
+            env=env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
