@@ -1,6 +1,6 @@
 """Bounds (issue 14, item 4) on a real forwarder over its unix socket: message size, concurrent
-Request/Close calls, monitor subscribers, a slow subscriber's queue, the live cross-connect
-cap."""
+Request/Close calls, monitor subscribers, a slow subscriber's queue, the live cross-connect cap,
+and a Request whose deadline passes (rolled back, never half-done)."""
 
 from __future__ import annotations
 
@@ -69,6 +69,13 @@ def bounded(bg_loop: BackgroundLoop) -> Iterator[Node]:
         # nsmd (the stand-in) holds one stream of each monitor service
         name = node.forwarder.name
         wait_until(lambda: name in node.registrar.initial_state, 10, "nsmd's subscription")
+        yield node
+
+
+@pytest.fixture(scope="module")
+def slow(bg_loop: BackgroundLoop) -> Iterator[Node]:
+    """A forwarder whose every data-plane call takes a second longer."""
+    with running(bg_loop, NSM_FORWARDER_FAULTS="driver:delay=1s") as node:
         yield node
 
 
@@ -189,6 +196,42 @@ def test_a_slow_subscriber_is_dropped(bounded: Node, pods: Pods) -> None:
 
 def wait_for_log(node: Node, text: str, count: int = 1) -> None:
     wait_until(lambda: node.forwarder.log().count(text) >= count, 30, repr(text))
+
+
+def test_a_new_request_past_its_deadline_is_rolled_back(slow: Node, pods: Pods) -> None:
+    a, b = pods.make(), pods.make()
+    stub = slow.forwarder.stub()
+    xcon = local_xcon("late-1", a, b)
+    error = status_of(stub.Request, xcon, timeout=0.3)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+    wait_for_log(slow, "request id=late-1 failed")
+    assert "deadline passed while it was applied; rolled back (removed)" in slow.forwarder.log()
+    assert a.links() == [] and b.links() == []
+    assert "late-1" not in store_rows(slow) and "late-1" not in reported(slow)
+    stub.Request(xcon, timeout=20)  # with time enough it is made, and is a first Request
+    assert a.links() == ["nsm0"] and b.links() == ["nsm0"]
+    stub.Close(xcon, timeout=20)
+    assert a.links() == [] and b.links() == []
+
+
+def test_an_update_past_its_deadline_puts_the_previous_back(slow: Node, pods: Pods) -> None:
+    a, b = pods.make(), pods.make()
+    stub = slow.forwarder.stub()
+    old = local_xcon("late-2", a, b)
+    new = local_xcon("late-2", a, b, src_name="nsm1", dst_name="nsm1")
+    stub.Request(old, timeout=20)
+    try:
+        error = status_of(stub.Request, new, timeout=0.5)
+        assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+        wait_for_log(slow, "request id=late-2 failed")
+        assert "rolled back (the previous cross-connect put back)" in slow.forwarder.log()
+        assert a.links() == ["nsm0"] and b.links() == ["nsm0"]
+        stored = store_rows(slow)["late-2"]
+        assert stored is not None and stored.source.mechanism.parameters["name"] == "nsm0"
+        assert reported(slow)["late-2"].source.mechanism.parameters["name"] == "nsm0"
+    finally:
+        stub.Close(old, timeout=20)
+    assert a.links() == [] and b.links() == [] and "late-2" not in store_rows(slow)
 
 
 def test_concurrent_calls_are_capped(bg_loop: BackgroundLoop, pods: Pods) -> None:
