@@ -124,8 +124,8 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
         self.max_cross_connects = max_cross_connects
         #: Request/Close calls whose actor has not answered yet (their clients may have left)
         self.in_flight: set[asyncio.Future[Any]] = set()
-        #: new ids (no Store row when admitted) whose Request is in flight -> how many
-        self._admitting: dict[str, int] = {}
+        #: new ids (no Store row when admitted) whose first Request is in flight
+        self._admitting: set[str] = set()
 
     def _admit(self, kind: str, xcon_id: str) -> bool:
         """Check the bounds for one call; True when it is the Request of a new id (counted in
@@ -146,16 +146,13 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
                 f"{live} live cross-connects, the limit (max_cross_connects = "
                 f"{self.max_cross_connects}); close one first (an update of a known id works)"
             )
+        self._admitting.add(xcon_id)
         return True
 
     def _finished(self, xcon_id: str, new: bool, work: asyncio.Future[Any]) -> None:
         self.in_flight.discard(work)
         if new:
-            left = self._admitting[xcon_id] - 1
-            if left:
-                self._admitting[xcon_id] = left
-            else:
-                del self._admitting[xcon_id]
+            self._admitting.discard(xcon_id)
         if not work.cancelled() and work.exception() is not None:
             log.debug("%s answered after its caller left: %s", xcon_id, work.exception())
 

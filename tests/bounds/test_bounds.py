@@ -74,8 +74,14 @@ def bounded(bg_loop: BackgroundLoop) -> Iterator[Node]:
 
 @pytest.fixture(scope="module")
 def slow(bg_loop: BackgroundLoop) -> Iterator[Node]:
-    """A forwarder whose every data-plane call takes a second longer."""
-    with running(bg_loop, NSM_FORWARDER_FAULTS="driver:delay=1s") as node:
+    """A forwarder whose every data-plane call takes a second longer, and every message of a
+    cross-connect's actor 200 ms (so concurrent Requests are all admitted before any of them
+    has written to the Store); live cross-connects at most 2."""
+    with running(
+        bg_loop,
+        NSM_FORWARDER_FAULTS="driver:delay=1s, connection:delay=200ms",
+        NSM_FORWARDER_MAX_CROSS_CONNECTS="2",
+    ) as node:
         yield node
 
 
@@ -202,7 +208,7 @@ def test_a_new_request_past_its_deadline_is_rolled_back(slow: Node, pods: Pods) 
     a, b = pods.make(), pods.make()
     stub = slow.forwarder.stub()
     xcon = local_xcon("late-1", a, b)
-    error = status_of(stub.Request, xcon, timeout=0.3)
+    error = status_of(stub.Request, xcon, timeout=0.6)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
     wait_for_log(slow, "request id=late-1 failed")
     assert "deadline passed while it was applied; rolled back (removed)" in slow.forwarder.log()
@@ -221,7 +227,7 @@ def test_an_update_past_its_deadline_puts_the_previous_back(slow: Node, pods: Po
     new = local_xcon("late-2", a, b, src_name="nsm1", dst_name="nsm1")
     stub.Request(old, timeout=20)
     try:
-        error = status_of(stub.Request, new, timeout=0.5)
+        error = status_of(stub.Request, new, timeout=0.8)
         assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
         wait_for_log(slow, "request id=late-2 failed")
         assert "rolled back (the previous cross-connect put back)" in slow.forwarder.log()
@@ -232,6 +238,32 @@ def test_an_update_past_its_deadline_puts_the_previous_back(slow: Node, pods: Po
     finally:
         stub.Close(old, timeout=20)
     assert a.links() == [] and b.links() == [] and "late-2" not in store_rows(slow)
+
+
+def test_concurrent_new_ids_never_pass_the_cap(slow: Node, pods: Pods) -> None:
+    """With one of two places left, of four new ids requested at once exactly one is made."""
+    a, b = pods.make(), pods.make()
+    stub = slow.forwarder.stub()
+    first = numbered_xcon("race", 0, a, b, 43)
+    rest = [numbered_xcon("race", i, a, b, 43) for i in range(1, 5)]
+    try:
+        stub.Request(first, timeout=20)
+
+        def code_of(xcon: crossconnect_pb2.CrossConnect) -> grpc.StatusCode:
+            try:
+                stub.Request(xcon, timeout=20)
+                return grpc.StatusCode.OK
+            except grpc.RpcError as exc:
+                return exc.code()  # type: ignore[no-any-return]
+
+        with concurrent.futures.ThreadPoolExecutor(len(rest)) as pool:
+            codes = list(pool.map(code_of, rest))
+        assert sorted(c.name for c in codes) == ["OK"] + ["RESOURCE_EXHAUSTED"] * 3, codes
+        assert len(a.links()) == 2 and len(store_rows(slow)) == 2
+    finally:
+        for xcon in (first, *rest):
+            stub.Close(xcon, timeout=20)
+    assert a.links() == [] and b.links() == []
 
 
 def test_concurrent_calls_are_capped(bg_loop: BackgroundLoop, pods: Pods) -> None:
