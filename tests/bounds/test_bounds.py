@@ -240,6 +240,33 @@ def test_an_update_past_its_deadline_puts_the_previous_back(slow: Node, pods: Po
     assert a.links() == [] and b.links() == [] and "late-2" not in store_rows(slow)
 
 
+def test_a_request_whose_deadline_passes_in_the_queue_is_not_started(
+    slow: Node, pods: Pods
+) -> None:
+    """A second Request for an id, queued behind a slow first one, whose deadline passes
+    before its turn: it changes nothing, and the first one's cross-connect stands."""
+    a, b = pods.make(), pods.make()
+    stub = slow.forwarder.stub()
+    first = local_xcon("late-3", a, b)
+    second = local_xcon("late-3", a, b, src_name="nsm1", dst_name="nsm1")
+    before = slow.forwarder.log().count("injecting delay into connection (apply)")
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            made = pool.submit(stub.Request, first, timeout=20)
+            wait_for_log(slow, "injecting delay into connection (apply)", before + 1)
+            error = status_of(stub.Request, second, timeout=0.1)
+            assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
+            made.result()
+        wait_for_log(slow, "request id=late-3 failed")
+        assert "deadline passed before it started; nothing was changed" in slow.forwarder.log()
+        assert a.links() == ["nsm0"] and b.links() == ["nsm0"]
+        stored = store_rows(slow)["late-3"]
+        assert stored is not None and stored.source.mechanism.parameters["name"] == "nsm0"
+    finally:
+        stub.Close(first, timeout=20)
+    assert a.links() == [] and b.links() == []
+
+
 def test_concurrent_new_ids_never_pass_the_cap(slow: Node, pods: Pods) -> None:
     """With one of two places left, of four new ids requested at once exactly one is made."""
     a, b = pods.make(), pods.make()
