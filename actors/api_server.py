@@ -13,7 +13,8 @@ Guarantees: a stale unix socket file is removed before listening, but anything e
           and listened on; the unix socket is mode 0660 (group ``group``) from the moment it can
           be reached (local_socket.py); TCP is only used when asked for, with a warning; with a
           Transport in a TLS mode, every connection is mTLS and, with an allow-list, every RPC of
-          a refused peer ID fails with PERMISSION_DENIED (tls.py).
+          a refused peer ID fails with PERMISSION_DENIED (tls.py); a received message larger than
+          ``max_message_size`` bytes is refused by gRPC with RESOURCE_EXHAUSTED.
 Threads:  the asyncio loop of the main process.
 """
 
@@ -69,9 +70,15 @@ class ApiServer:
     ``remove_socket()``."""
 
     def __init__(
-        self, socket_type: str, socket: str, group: str = "", reflection: bool = False
+        self,
+        socket_type: str,
+        socket: str,
+        group: str = "",
+        reflection: bool = False,
+        max_message_size: int = 4 * 1024 * 1024,
     ) -> None:
         self.address = grpc_address(socket_type, socket)
+        self.max_message_size = max_message_size
         self.group = group
         self.reflection = reflection
         #: the unix socket file (absolute), None for tcp
@@ -89,7 +96,10 @@ class ApiServer:
     ) -> None:
         """Add the services, clean a stale socket and bind the address (not serving yet);
         ``transport`` (started) gives the credentials and the peer check (None: plaintext)."""
-        server = grpc.aio.server(interceptors=transport.interceptors() if transport else None)
+        server = grpc.aio.server(
+            interceptors=transport.interceptors() if transport else None,
+            options=[("grpc.max_receive_message_length", self.max_message_size)],
+        )
         credentials = transport.server_credentials() if transport else None
         add_forwarder_service(forwarder, server)
         forwarder_pb2_grpc.add_MechanismsMonitorServicer_to_server(mechanisms, server)

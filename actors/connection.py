@@ -15,7 +15,10 @@ Guarantees: one message at a time, in arrival order, for its id (different ids r
           mid-apply, the leftovers of the plan are removed and the apply is retried once). Close
           removes what was applied (the stored cross-connect, not the caller's copy), deletes the
           row and then emits DELETE; closing an unknown id succeeds and sweeps any tagged
-          leftovers the request names.
+          leftovers the request names. A Request whose gRPC deadline (``ApplyXconn.deadline``)
+          has passed is not started, and one whose deadline passes while it is being applied is
+          rolled back instead of committed (a new id: removed, no row; an update: the previous
+          cross-connect put back), so a caller that saw DEADLINE_EXCEEDED finds nothing changed.
 Threads:  a pooled actor (pooled.py): runs on one of the Connections' dispatcher threads while
           it has messages; blocks only on worker calls and the Store; never touches asyncio.
 Failure:  errors go back to the asker as ForwarderError (mapped to gRPC statuses by the
@@ -69,6 +72,17 @@ def planner(mtu: int, egress_mtu: int, offer: Offer = KERNEL_OFFER) -> Planner:
     """The Planner of a forwarder: local veths get ``mtu``; tunnels the egress MTU minus their
     encapsulation overhead; only the mechanisms of ``offer`` (the driver's) are accepted."""
     return functools.partial(plan_from_xcon, mtu=mtu, egress_mtu=egress_mtu, offer=offer)
+
+
+def _passed(deadline: float) -> bool:
+    return bool(deadline) and time.monotonic() >= deadline
+
+
+def _rolled_back(what: str) -> ForwarderError:
+    return ForwarderError(
+        f"the Request's deadline passed while it was applied; rolled back ({what})",
+        code="DEADLINE_EXCEEDED",
+    )
 
 
 class _Guarded:
@@ -186,7 +200,8 @@ class ConnectionActor(PooledActor):
         if self.restored is not None:
             self._take_over()
         if isinstance(message, ApplyXconn):
-            return self._timed("request", self._apply_xconn, message.xcon)
+            apply = functools.partial(self._apply_xconn, deadline=message.deadline)
+            return self._timed("request", apply, message.xcon)
         if isinstance(message, CloseXconn):
             return self._timed("close", self._close_xconn, message.xcon)
         if isinstance(message, MarkDown):
@@ -226,7 +241,12 @@ class ConnectionActor(PooledActor):
 
     # --- Request ------------------------------------------------------------------------------
 
-    def _apply_xconn(self, data: bytes) -> tuple[XconnApplied, str]:
+    def _apply_xconn(self, data: bytes, deadline: float = 0.0) -> tuple[XconnApplied, str]:
+        if _passed(deadline):
+            raise ForwarderError(
+                "the Request's deadline passed before it started; nothing was changed",
+                code="DEADLINE_EXCEEDED",
+            )
         xcon = crossconnect_pb2.CrossConnect.FromString(data)
         plan = self.planner(xcon)
         self.store.begin_apply(self.xcon_id, plan)
@@ -243,6 +263,8 @@ class ConnectionActor(PooledActor):
             except ForwarderError:
                 self._restore(old_plan, old_xcon)
                 raise
+            if _passed(deadline):
+                self._undo_late_update(plan, applied, old_plan, old_xcon)
             detail = f"updated to {describe(plan)}"
         else:
             try:
@@ -250,11 +272,33 @@ class ConnectionActor(PooledActor):
             except ForwarderError:
                 self._forget(plan)
                 raise
+            if _passed(deadline):
+                self._forget(plan)
+                raise _rolled_back("removed")
             detail = describe(plan)
         self.store.commit(self.xcon_id, data, plan, applied)
         self.applied, self.plan, self.xcon = applied, plan, data
         self.monitor.tell(XconnUpdated(xcon=data))
         return XconnApplied(xcon=data), detail
+
+    def _undo_late_update(
+        self, plan: Plan, applied: Applied, old_plan: Plan, old_xcon: bytes | None
+    ) -> None:
+        """The update is built but its caller's deadline has passed: put the previous
+        cross-connect back and raise DEADLINE_EXCEEDED. Should the new one not come off, it is
+        kept and committed (so Store and data plane agree), as if the deadline had not passed."""
+        try:
+            self._call("remove", applied)
+        except ForwarderError as exc:
+            log.warning(
+                "update id=%s: deadline passed, but the new interfaces could not be removed (%s); "
+                "keeping them",
+                self.xcon_id,
+                exc,
+            )
+            return
+        self._restore(old_plan, old_xcon)
+        raise _rolled_back("the previous cross-connect put back")
 
     def _build(self, plan: Plan) -> Applied:
         """Apply a plan; if the worker died mid-way, sweep its leftovers and try once more."""

@@ -8,12 +8,19 @@ Guarantees: decodes and routes only (validation lives in drivers.plan, run by th
           ConnectionActor); every error reaches the client as a gRPC status with a message;
           monitor streams stay open until the client leaves or the server stops; each
           subscriber has a bounded queue and is dropped with RESOURCE_EXHAUSTED if it overflows.
+Bounds:   at most ``max_concurrent`` Request/Close calls in flight (a call whose client left
+          counts until its actor has answered), ``max_subscribers`` streams of each monitor
+          service, ``max_cross_connects`` live ids (a Request for a known id is an update and
+          is always let through); each refusal is RESOURCE_EXHAUSTED naming the setting. A
+          Request carries its gRPC deadline to its ConnectionActor, which rolls it back if the
+          deadline passed before it committed (connection.py).
 Threads:  the asyncio loop of the main process; never blocks it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -120,13 +127,61 @@ def decode_xcon(data: bytes) -> crossconnect_pb2.CrossConnect | Undecodable:
         return Undecodable(str(exc))
 
 
+class LimitReached(ForwarderError):
+    """A bound of the forwarder is reached (the message names its setting); retry later."""
+
+    code = "RESOURCE_EXHAUSTED"
+    retriable = True
+
+
 class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
     def __init__(
-        self, connections: Connections, metrics: Metrics, faults: Injector | None = None
+        self,
+        connections: Connections,
+        metrics: Metrics,
+        faults: Injector | None = None,
+        *,
+        max_concurrent: int = 1024,
+        max_cross_connects: int = 0,
     ) -> None:
         self.connections = connections
         self.metrics = metrics
         self.faults = faults or Injector("frontend", ())
+        self.max_concurrent = max_concurrent
+        self.max_cross_connects = max_cross_connects
+        #: Request/Close calls whose actor has not answered yet (their clients may have left)
+        self.in_flight: set[asyncio.Future[Any]] = set()
+        #: new ids (no Store row when admitted) whose first Request is in flight
+        self._admitting: set[str] = set()
+
+    def _admit(self, kind: str, xcon_id: str) -> bool:
+        """Check the bounds for one call; True when it is the Request of a new id (counted in
+        ``_admitting`` until it is answered)."""
+        if len(self.in_flight) >= self.max_concurrent:
+            raise LimitReached(
+                f"{len(self.in_flight)} Request/Close calls in flight, the limit "
+                f"(max_concurrent_rpcs = {self.max_concurrent}); try again later"
+            )
+        if kind != "request" or not self.max_cross_connects:
+            return False
+        store = self.connections.store
+        if store.has(xcon_id) or xcon_id in self._admitting:
+            return False  # an update, or the same new id in flight twice: no new cross-connect
+        live = store.count() + sum(1 for i in self._admitting if not store.has(i))
+        if live >= self.max_cross_connects:
+            raise LimitReached(
+                f"{live} live cross-connects, the limit (max_cross_connects = "
+                f"{self.max_cross_connects}); close one first (an update of a known id works)"
+            )
+        self._admitting.add(xcon_id)
+        return True
+
+    def _finished(self, xcon_id: str, new: bool, work: asyncio.Future[Any]) -> None:
+        self.in_flight.discard(work)
+        if new:
+            self._admitting.discard(xcon_id)
+        if not work.cancelled() and work.exception() is not None:
+            log.debug("%s answered after its caller left: %s", xcon_id, work.exception())
 
     async def _route(
         self,
@@ -163,15 +218,27 @@ class ForwarderService(forwarder_pb2_grpc.ForwarderServicer):
         context: grpc.aio.ServicerContext,
         span: Any = None,
     ) -> Any:
-        message = (ApplyXconn if kind == "request" else CloseXconn)(
-            xcon=request.SerializeToString()
-        )
+        remaining = context.time_remaining()
+        deadline = 0.0 if remaining is None else time.monotonic() + remaining
+        message: ApplyXconn | CloseXconn
+        if kind == "request":
+            message = ApplyXconn(xcon=request.SerializeToString(), deadline=deadline)
+        else:
+            message = CloseXconn(xcon=request.SerializeToString())
         start = time.perf_counter()
         code = "OK"
         try:
-            return await self.connections.ask(request.id, message)
+            new = self._admit(kind, request.id)
+            # the actor's work is not cancelled with the call: it runs to its end (a Request
+            # past its deadline rolls itself back) and counts as in flight until then
+            work = asyncio.ensure_future(self.connections.ask(request.id, message))
+            self.in_flight.add(work)
+            work.add_done_callback(functools.partial(self._finished, request.id, new))
+            return await asyncio.shield(work)
         except asyncio.CancelledError:
-            code = "CANCELLED"  # the client went away
+            # the client went away, or its deadline passed
+            late = deadline and time.monotonic() >= deadline
+            code = "DEADLINE_EXCEEDED" if late else "CANCELLED"
             raise
         except Exception as exc:
             code = grpc_code_of(exc)
@@ -226,17 +293,26 @@ class MechanismsService(forwarder_pb2_grpc.MechanismsMonitorServicer):
         stopping: asyncio.Event,
         faults: Injector | None = None,
         on_unwatched: Callable[[], None] = lambda: None,
+        *,
+        max_streams: int = 64,
     ) -> None:
         self.update = update
         self.stopping = stopping
         self.faults = faults or Injector("frontend", ())
         self.on_unwatched = on_unwatched
+        self.max_streams = max_streams
         self.watchers = 0
 
     async def MonitorMechanisms(
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[forwarder_pb2.MechanismUpdate]:
         await inject(self.faults, context, "MonitorMechanisms")
+        if self.watchers >= self.max_streams:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.watchers} MonitorMechanisms streams open, the limit "
+                f"(max_monitor_subscribers = {self.max_streams})",
+            )
         self.watchers += 1
         try:
             yield self.update
@@ -269,14 +345,22 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
     misses a change.
     """
 
-    def __init__(self, stopping: asyncio.Event, faults: Injector | None = None) -> None:
+    def __init__(
+        self,
+        stopping: asyncio.Event,
+        faults: Injector | None = None,
+        *,
+        queue_limit: int = SUBSCRIBER_QUEUE,
+        max_subscribers: int = 64,
+    ) -> None:
         self.stopping = stopping
         self.faults = faults or Injector("frontend", ())
         self.queues: dict[str, asyncio.Queue[tuple[int, bytes]]] = {}
         self._ids = itertools.count(1)
         self.loop = asyncio.get_running_loop()
         self.monitor: Link | None = None
-        self.queue_limit = SUBSCRIBER_QUEUE
+        self.queue_limit = queue_limit
+        self.max_subscribers = max_subscribers
         self.last_seq = 0
         self.view: dict[str, bytes] = {}
 
@@ -336,6 +420,12 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
         if self.monitor is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the forwarder is starting")
         assert self.monitor is not None
+        if len(self.queues) >= self.max_subscribers:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{len(self.queues)} MonitorCrossConnects subscribers, the limit "
+                f"(max_monitor_subscribers = {self.max_subscribers})",
+            )
         sub_id = f"sub-{next(self._ids)}"
         queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
         # queue from now on: events numbered up to `upto` are already in the initial state
@@ -364,7 +454,8 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
                         log.warning("cross-connect subscriber %s too slow; dropping it", sub_id)
                         await context.abort(
                             grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"subscriber fell more than {self.queue_limit} events behind",
+                            f"subscriber fell more than {self.queue_limit} events behind "
+                            "(subscriber_queue); subscribe again for the current state",
                         )
                     yield crossconnect_pb2.CrossConnectEvent.FromString(event)
             finally:

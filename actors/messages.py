@@ -35,6 +35,9 @@ class ApplyXconn(Message):
 
     TAG: ClassVar[str] = "apply"
     xcon: bytes
+    #: the caller's gRPC deadline (``time.monotonic()``; 0: none): a Request whose deadline
+    #: has passed is not started, or is rolled back instead of committed
+    deadline: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)

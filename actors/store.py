@@ -95,6 +95,10 @@ class Store:
         """True when ``xcon_id`` has a row (committed or pending)."""
         return xcon_id in self._ids
 
+    def count(self) -> int:
+        """Rows (committed or pending): the live cross-connects, for the max_cross_connects cap."""
+        return len(self._ids)
+
     def get(self, xcon_id: str) -> Record | None:
         with self._tx() as db:
             r = db.execute(

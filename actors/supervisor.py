@@ -120,6 +120,7 @@ class Supervisor:
             settings.socket,
             settings.socket_group,
             reflection=settings.grpc_reflection,
+            max_message_size=settings.max_message_size,
         )
         self.transport: Transport | None = None
         self.metrics = Metrics(settings.metrics_enabled, self.restarts, settings.driver)
@@ -228,7 +229,12 @@ class Supervisor:
         self.health.set_goal("workers")
 
     async def _start_monitor(self) -> None:
-        self.xcon_monitor = CrossConnectMonitorService(self.stopping, self.faults["frontend"])
+        self.xcon_monitor = CrossConnectMonitorService(
+            self.stopping,
+            self.faults["frontend"],
+            queue_limit=self.settings.subscriber_queue,
+            max_subscribers=self.settings.max_monitor_subscribers,
+        )
         self._spawn_monitor(first_seq=0)
         self.xcon_monitor.attach(self.monitor)
 
@@ -286,8 +292,20 @@ class Supervisor:
             raise StartupError("stopped while waiting for the TLS identity")
         try:
             self.api.listen(
-                ForwarderService(self.connections, self.metrics, frontend),
-                MechanismsService(update, self.stopping, frontend, self._unwatched),
+                ForwarderService(
+                    self.connections,
+                    self.metrics,
+                    frontend,
+                    max_concurrent=s.max_concurrent_rpcs,
+                    max_cross_connects=s.max_cross_connects,
+                ),
+                MechanismsService(
+                    update,
+                    self.stopping,
+                    frontend,
+                    self._unwatched,
+                    max_streams=s.max_monitor_subscribers,
+                ),
                 self.xcon_monitor,
                 self.transport,
             )

@@ -382,6 +382,54 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- bounds (issue 14): what one client can make the forwarder hold ------------------------
+    max_message_size: Int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        le=2**31 - 1,
+        validation_alias="NSM_FORWARDER_MAX_MESSAGE_SIZE",
+        description=(
+            "Largest gRPC message the forwarder accepts, in bytes (1024..2147483647; default "
+            "4 MiB, gRPC's own); a bigger one is refused with RESOURCE_EXHAUSTED."
+        ),
+    )
+    max_concurrent_rpcs: Int = Field(
+        1024,
+        ge=1,
+        validation_alias="NSM_FORWARDER_MAX_CONCURRENT_RPCS",
+        description=(
+            "Request and Close calls served at once; one more is refused with RESOURCE_EXHAUSTED "
+            "(retriable)."
+        ),
+    )
+    max_monitor_subscribers: Int = Field(
+        64,
+        ge=1,
+        validation_alias="NSM_FORWARDER_MAX_MONITOR_SUBSCRIBERS",
+        description=(
+            "Open MonitorCrossConnects streams at most (and as many MonitorMechanisms streams); "
+            "one more is refused with RESOURCE_EXHAUSTED."
+        ),
+    )
+    subscriber_queue: Int = Field(
+        1024,
+        ge=2,
+        validation_alias="NSM_FORWARDER_SUBSCRIBER_QUEUE",
+        description=(
+            "Cross-connect events a MonitorCrossConnects subscriber may fall behind; a slower "
+            "one is dropped with RESOURCE_EXHAUSTED (it subscribes again for a fresh state)."
+        ),
+    )
+    max_cross_connects: Int = Field(
+        10000,
+        ge=0,
+        validation_alias="NSM_FORWARDER_MAX_CROSS_CONNECTS",
+        description=(
+            "Live cross-connects at most (0 = no limit); a Request for a new id beyond it is "
+            "refused with RESOURCE_EXHAUSTED, a Request for a known id (an update) still works."
+        ),
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

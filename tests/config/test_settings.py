@@ -77,6 +77,11 @@ def test_shipped_config_file_repeats_the_field_defaults() -> None:
         "tls_ca_file",
         "tls_allowed_ids",
         "socket_group",
+        "max_message_size",
+        "max_concurrent_rpcs",
+        "max_monitor_subscribers",
+        "subscriber_queue",
+        "max_cross_connects",
     }
     assert set(data) == own
     from_file = Settings(src_ip="10.0.0.1", **data)

@@ -264,6 +264,11 @@ def test_cli_flags_reach_every_setting() -> None:
         "tls_ca_file": "/tmp/bundle.pem",
         "tls_allowed_ids": "spiffe://example.org",
         "socket_group": "nsm",
+        "max_message_size": "65536",
+        "max_concurrent_rpcs": "8",
+        "max_monitor_subscribers": "4",
+        "subscriber_queue": "16",
+        "max_cross_connects": "0",
     }
     defaults = Settings(src_ip="10.0.0.1")
     argv = ["run"]
