@@ -59,9 +59,10 @@ def slow_node(bg_loop: BackgroundLoop) -> Iterator[Node]:
 
 
 def test_same_id_cancelled_requests_leave_one_set(slow_node: Node, module_pods: Pods) -> None:
-    """Two Requests given up by their clients while the first still runs; once the actor has
-    built both, one more that waits: afterwards exactly the last one's interfaces exist; after
-    Close, none."""
+    """Two Requests given up by their clients while the first still runs (their deadlines
+    pass: the first is rolled back, the second never started, see tests/bounds), then one more
+    that waits, queued behind them: afterwards exactly the last one's interfaces exist and the
+    forwarder's state agrees; after Close, none."""
     a, b = module_pods.make(), module_pods.make()
     first, second, last = variants("cancel-1", a, b, 3, "c")
     stub = slow_node.forwarder.stub()
@@ -70,8 +71,6 @@ def test_same_id_cancelled_requests_leave_one_set(slow_node: Node, module_pods: 
     gave_up.append(stub.Request.future(second, timeout=0.1))
     for call in gave_up:
         assert call.exception() is not None  # DEADLINE_EXCEEDED, on the client's side
-    # the actor goes on with both; once the second has been built, nothing is in flight
-    wait_until(lambda: (a.links(), b.links()) == (["cs1"], ["cd1"]), 20, "the second built")
     assert stub.Request(last, timeout=30) == last
     assert settled(slow_node) == []
     assert (a.links(), b.links()) == (["cs2"], ["cd2"])
