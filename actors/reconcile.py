@@ -64,7 +64,11 @@ class _Steps:
         self.start = time.monotonic()
 
 
-def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
+def reconcile(
+    store: Store, pool: WorkerPool, live_inodes: set[int], scan_timeout: float | None = None
+) -> Report:
+    """``scan_timeout``: the deadline of the node-wide observe and sweep calls, which take
+    longer than one operation on a busy node with many namespaces (default: the pool's)."""
     report = Report()
     steps = _Steps()
     committed = [settle_pending(store, pool, rec, report) for rec in store.load()]
@@ -72,7 +76,7 @@ def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
         "pending operations",
         f"{report.finished_closes} closes finished, {report.swept_requests} requests swept",
     )
-    observed: list[dict[str, Any]] = pool.call("observe")
+    observed: list[dict[str, Any]] = pool.call("observe", timeout=scan_timeout)
     # a driver marks an interface whose data-plane half is missing as not complete; an entry
     # without a namespace (inode None: a VPP memif) stands for its end wherever the pod is
     present = {(o["id"], o["side"], o["inode"]) for o in observed if o.get("complete", True)}
@@ -90,7 +94,7 @@ def reconcile(store: Store, pool: WorkerPool, live_inodes: set[int]) -> Report:
         where = f"netns {o['inode']}" if o.get("inode") is not None else "the data plane"
         log.info("orphan %s (id %s) in %s: removing", o["name"], o["id"], where)
     if orphans:
-        report.orphans = pool.call("sweep", orphans)
+        report.orphans = pool.call("sweep", orphans, timeout=scan_timeout)
     steps.done("orphans", f"{report.orphans} removed")
     return report
 

@@ -213,9 +213,7 @@ class Supervisor:
             trace_endpoint=s.otlp_endpoint if s.tracer_enabled else "",
         )
         try:
-            # spawning workers (imports, driver init) gets at least 3 operation timeouts
-            wait = max(30.0, 3 * s.operation_timeout.total_seconds())
-            await asyncio.to_thread(self.pool.start, wait)
+            await asyncio.to_thread(self.pool.start, self._startup_wait())
         except ForwarderError as exc:
             raise StartupError(f"the {s.driver} driver cannot work here: {exc.message}") from None
         caps = self.pool.capabilities
@@ -243,6 +241,11 @@ class Supervisor:
             self.xcon_monitor.deliver, first_seq, faults=self.faults["monitor"]
         )
 
+    def _startup_wait(self) -> float:
+        """Deadline of a start-up step that is more than one operation (spawning the workers,
+        the node-wide scan of reconcile): at least 3 operation timeouts, at least 30 s."""
+        return max(30.0, 3 * self.settings.operation_timeout.total_seconds())
+
     async def _reconcile(self) -> None:
         assert self.pool is not None and self.store is not None
         timeout = 4 * self.settings.operation_timeout.total_seconds() + 1
@@ -266,7 +269,9 @@ class Supervisor:
         )
         live = set(await asyncio.to_thread(all_namespaces))
         try:
-            report = await asyncio.to_thread(reconcile, self.store, self.pool, live)
+            report = await asyncio.to_thread(
+                reconcile, self.store, self.pool, live, self._startup_wait()
+            )
         except ForwarderError as exc:
             raise StartupError(f"reconcile failed: {exc.message}") from None
         for record in report.restored:

@@ -229,3 +229,17 @@ def test_state_request_error_keeps_store_clean(node: Node, pods: Pods) -> None:
         assert "clean-1" not in [r.id for r in store.load()]
     finally:
         store.close()
+
+
+@needs_root
+def test_state_start_up_scan_is_not_one_operation(node_factory: type) -> None:
+    """Reconcile's node-wide scan (observe) gets the start-up deadline, not one operation's: a
+    scan slower than operation_timeout (here by an injected delay; on a busy node with many
+    namespaces by itself) no longer fails the start-up, which would make the pod crash-loop."""
+    node: Node = node_factory(
+        NSM_FORWARDER_OPERATION_TIMEOUT="1s", NSM_FORWARDER_FAULTS="worker:delay=1500ms:times=1"
+    ).start()
+    log = node.forwarder.log()
+    assert "injecting delay into worker-" in log and "(observe)" in log
+    assert "start-up failed" not in log
+    assert "startup completed" in log

@@ -20,6 +20,7 @@ import random
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,8 @@ class Outcome:
     retriable: int = 0
     other: list[str] = field(default_factory=list)
     injected: int = 0
+    #: answers by gRPC status name
+    codes: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
 
     @property
@@ -98,6 +101,7 @@ class Chaos:
             code = err.code()
         with self.lock:
             self.outcome.ops += 1
+            self.outcome.codes[code.name] += 1
             state = self.states.get(xcon.id)
             if code == grpc.StatusCode.OK:
                 self.outcome.ok += 1
