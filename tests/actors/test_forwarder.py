@@ -296,6 +296,9 @@ def test_forwarder_registers_late_and_reregisters(node_factory: type) -> None:
     node.stop_registrar()
     node.start_registrar()
     node.wait_registered()
+    # the stand-in reads MonitorMechanisms and MonitorCrossConnects side by side: the initial
+    # state may come after the mechanisms that wait_registered waits for
+    wait_until(lambda: name in node.registrar.initial_state, 10, "the initial state")
     assert node.registrar.initial_state[name].type == crossconnect_pb2.INITIAL_STATE_TRANSFER
 
 
