@@ -10,13 +10,7 @@ from nsm_forwarder.actors.health import GOALS, Health
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    data = await reader.read()
-    writer.close()
-    head, _, body = data.decode().partition("\r\n\r\n")
-    return int(head.split()[1]), body
+    return await _get_host("127.0.0.1", port, path)
 
 
 def test_health_readiness_names_missing_steps() -> None:

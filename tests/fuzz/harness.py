@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from tests.conftest import Node
-from tests.fuzz.state import close_everything, disagreements, kernel_sets, seen
+from tests.fuzz.state import close_everything, kernel_sets, seen, settled
 from tests.fuzz.strategies import Case, Op, World
 from tests.helpers import (
     BackgroundLoop,
@@ -37,7 +37,6 @@ from tests.helpers import (
     make_underlay,
     sh,
     unique,
-    wait_until,
     wg_keypair,
 )
 from tests.remote.conftest import node_inodes, stop_daemons
@@ -170,18 +169,7 @@ class Fuzzer:
 
     def _settle(self) -> list[str]:
         """Disagreements left once calls whose clients gave up are done (empty: none)."""
-        problems: list[str] = []
-
-        def agree() -> bool:
-            nonlocal problems
-            problems = disagreements(seen(self.bed.node.forwarder))
-            return not problems
-
-        try:
-            wait_until(agree, 10, "kernel, Store and Monitor to agree")
-        except AssertionError:
-            pass
-        return problems
+        return settled(self.bed.node.forwarder)
 
     def table(self) -> str:
         """Answers by operation and status, one row per pair, most frequent first."""

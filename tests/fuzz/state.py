@@ -17,7 +17,7 @@ from google.protobuf import empty_pb2
 from nsm_forwarder.drivers.base import set_owner
 from nsm_forwarder.drivers.linux.sweep import tagged_links
 from nsm_forwarder.proto import crossconnect_pb2
-from tests.helpers import Forwarder
+from tests.helpers import Forwarder, wait_until
 
 #: (netns inode, interface name) of one end
 Where = tuple[int, str]
@@ -93,6 +93,22 @@ def disagreements(s: Seen) -> list[str]:
                 problems.append(f"{xid!r}: {side} end {want} reported, kernel has {got} (lost)")
     for xid in sorted(s.store - set(s.reported)):
         problems.append(f"{xid!r}: in the Store but not reported")
+    return problems
+
+
+def settled(fwd: Forwarder, timeout: float = 10.0) -> list[str]:
+    """The disagreements left once calls whose clients gave up have finished (empty: none)."""
+    problems: list[str] = []
+
+    def agree() -> bool:
+        nonlocal problems
+        problems = disagreements(seen(fwd))
+        return not problems
+
+    try:
+        wait_until(agree, timeout, "kernel, Store and Monitor to agree")
+    except AssertionError:
+        pass
     return problems
 
 

@@ -20,8 +20,8 @@ import pytest
 
 from nsm_forwarder.proto import crossconnect_pb2
 from tests.conftest import Node
-from tests.fuzz.state import close_everything, disagreements, seen
-from tests.helpers import IS_ROOT, BackgroundLoop, Pod, Pods, local_xcon, wait_until
+from tests.fuzz.state import close_everything, settled
+from tests.helpers import IS_ROOT, BackgroundLoop, Pod, Pods, local_xcon
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root (network namespaces)")
 
@@ -29,22 +29,6 @@ pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root (network namespa
 def variants(xid: str, a: Pod, b: Pod, n: int, tag: str) -> list[crossconnect_pb2.CrossConnect]:
     """``n`` Requests for ``xid`` that differ only in their interface names."""
     return [local_xcon(xid, a, b, src_name=f"{tag}s{i}", dst_name=f"{tag}d{i}") for i in range(n)]
-
-
-def settled(node: Node) -> list[str]:
-    """The disagreements once calls whose clients gave up have finished (empty if none)."""
-    problems: list[str] = []
-
-    def agree() -> bool:
-        nonlocal problems
-        problems = disagreements(seen(node.forwarder))
-        return not problems
-
-    try:
-        wait_until(agree, 10, "kernel, Store and Monitor to agree")
-    except AssertionError:
-        pass
-    return problems
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +56,7 @@ def test_same_id_cancelled_requests_leave_one_set(slow_node: Node, module_pods: 
     for call in gave_up:
         assert call.exception() is not None  # DEADLINE_EXCEEDED, on the client's side
     assert stub.Request(last, timeout=30) == last
-    assert settled(slow_node) == []
+    assert settled(slow_node.forwarder) == []
     assert (a.links(), b.links()) == (["cs2"], ["cd2"])
     stub.Close(last, timeout=30)
     assert (a.links(), b.links()) == ([], [])
@@ -98,7 +82,7 @@ def test_same_id_six_concurrent_requests_stress(node: Node, module_pods: Pods) -
         xcons = variants(f"six-{run % 3}", a, b, 6, f"r{run}")
         with concurrent.futures.ThreadPoolExecutor(6) as pool:
             list(pool.map(send, xcons))
-        assert settled(node) == [], f"run {run}"
+        assert settled(node.forwarder) == [], f"run {run}"
         if run % 2:
             assert close_everything(node.forwarder) == []
             assert (a.links(), b.links()) == ([], [])
@@ -121,7 +105,7 @@ def test_same_id_concurrent_requests_after_actor_crash(
     with concurrent.futures.ThreadPoolExecutor(6) as pool:
         replies = list(pool.map(lambda x: stub.Request(x, timeout=30), xcons))
     assert replies == xcons
-    assert settled(node) == []
+    assert settled(node.forwarder) == []
     assert len(a.links()) == 1 and len(b.links()) == 1
     assert close_everything(node.forwarder) == []
     assert (a.links(), b.links()) == ([], [])
