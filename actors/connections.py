@@ -73,7 +73,7 @@ class Connections:
         #: one lock per id, shared by every actor that serves it (see connection._Guarded)
         self._fences: dict[str, threading.Lock] = {}
         self._abandoned_ids: set[str] = set()
-        #: id -> msgpack of the Park state of an idle cross-connect
+        #: id -> msgpack of the parked state (ConnectionActor.parked_state) of an idle id
         self._parked: dict[str, bytes] = {}
 
     def _start(self, xcon_id: str, record: Record | None) -> ConnectionActor:
