@@ -31,6 +31,7 @@ and a forwarder never touches another forwarder's interfaces.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -41,6 +42,15 @@ Applied = dict[str, Any]
 TAG_GROUP = 0x6E736D
 #: Prefix of the interface alias of every interface we create.
 TAG_PREFIX = "nsm:"
+
+
+def build_group(xcon_id: str) -> int:
+    """The interface group an interface of ``xcon_id`` is created in, until it is tagged (then
+    it moves to :data:`TAG_GROUP`): an untagged interface in this group can only be a leftover
+    of this id (a worker killed between creating and tagging it), never an interface another
+    id is building at this moment. In ``2**31 .. 2**32 - 1``, apart from batch tombstone
+    groups and :data:`TAG_GROUP`."""
+    return (1 << 31) | (zlib.crc32(f"{_owner}/{xcon_id}".encode()) & 0x7FFFFFFF)
 
 
 #: The forwarder whose interfaces this process tags and owns (its FORWARDER_NAME); set by

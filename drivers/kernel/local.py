@@ -18,7 +18,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nsm_forwarder.drivers.base import TAG_GROUP, Applied, tag
+from nsm_forwarder.drivers.base import TAG_GROUP, Applied, build_group, tag
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
@@ -68,9 +68,9 @@ def _build(
         ignore_gone(lambda: rt_src.del_link(src_index)),
     )
     with step(f"tag {src.name} in netns {src.inode}"):
-        rt_src.set_link(src_index, alias=tag(xid, "src"))
+        rt_src.set_link(src_index, alias=tag(xid, "src"), group=TAG_GROUP)
     with step(f"tag and set up {dst.name} in netns {dst.inode}"):
-        rt_dst.set_link(dst_index, alias=tag(xid, "dst"), up=True)
+        rt_dst.set_link(dst_index, alias=tag(xid, "dst"), up=True, group=TAG_GROUP)
     addressing.configure(rt_src, src, src_index, undo)
     addressing.configure(rt_dst, dst, dst_index, undo)
     return src_index, dst_index
@@ -97,7 +97,7 @@ def _create_pair(
                 indexes[1],
                 pods[dst.inode][0],
                 mtu=plan.mtu,
-                group=TAG_GROUP,
+                group=build_group(plan.id),
             )
             return indexes
         except NetlinkError as exc:

@@ -36,7 +36,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, tag
+from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, build_group, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
 from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
 from nsm_forwarder.drivers.linux import addressing
@@ -97,7 +97,13 @@ def apply_remote(under: Underlay, plan: RemotePlan) -> Applied:
             index = _build_wireguard(under, plan, device, ipr_node, ipr_pod, pod_fd, undo)
         with step(f"tag and set up {end.name} in netns {end.inode}"):
             try:
-                ipr_pod.link("set", index=index, ifalias=tag(plan.id, plan.side), state="up")
+                ipr_pod.link(
+                    "set",
+                    index=index,
+                    ifalias=tag(plan.id, plan.side),
+                    group=TAG_GROUP,
+                    state="up",
+                )
             except NetlinkError as exc:
                 # a kernel WireGuard device binds its listen port only now
                 if exc.code == errno.EADDRINUSE and isinstance(plan.tunnel, WireguardTunnel):
@@ -148,7 +154,12 @@ def _build_vxlan(
     with step(what):
         try:
             ipr_node.link(
-                "add", ifname=end.name, kind="vxlan", net_ns_fd=pod_fd, group=TAG_GROUP, **kw
+                "add",
+                ifname=end.name,
+                kind="vxlan",
+                net_ns_fd=pod_fd,
+                group=build_group(plan.id),
+                **kw,
             )
         except NetlinkError as exc:
             if exc.code == errno.EEXIST and get_link(ipr_pod, ifname=end.name) is None:

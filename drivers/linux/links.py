@@ -18,7 +18,7 @@ from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
-from nsm_forwarder.drivers.base import TAG_GROUP
+from nsm_forwarder.drivers.base import build_group, parse_tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, ForwarderError
 
 log = logging.getLogger(__name__)
@@ -94,10 +94,14 @@ class Link:
     group: int = 0
 
     def owned_as(self, want: str) -> bool:
-        """True when this interface is ours under tag ``want``, or is a leftover of ours that
-        never got its tag (a worker killed between creating it and setting the alias: it is in
-        our group but has no alias)."""
-        return self.alias == want or (not self.alias and self.group == TAG_GROUP)
+        """True when this interface is ours under tag ``want``, or is a leftover of that id
+        that never got its tag (a worker killed between creating it and setting the alias: it
+        has no alias and is still in the id's :func:`build_group`). An untagged interface that
+        another id is building right now is in that id's group, so it is never taken."""
+        if self.alias == want:
+            return True
+        parsed = parse_tag(want)
+        return not self.alias and parsed is not None and self.group == build_group(parsed[0])
 
 
 def link_of(msg: Any) -> Link:

@@ -27,7 +27,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from nsm_forwarder.drivers.base import TAG_GROUP, tag
+from nsm_forwarder.drivers.base import TAG_GROUP, build_group, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing, ethtool, netns
 from nsm_forwarder.drivers.linux.ends import make_room
@@ -131,7 +131,7 @@ def _build_veth_af_packet(
     ctx: Context, xid: str, end: End, mtu: int, pod_fd: int, ipr_pod: Any, undo: UndoStack
 ) -> int:
     host = host_name(xid, end.side)
-    common: dict[str, Any] = {"group": TAG_GROUP}
+    common: dict[str, Any] = {"group": build_group(xid)}  # TAG_GROUP once tagged
     if mtu:
         common["mtu"] = mtu
     ipr_node = ctx.sockets.keep(ctx.node.fd())
@@ -156,7 +156,13 @@ def _build_veth_af_packet(
         ignore_gone(lambda: ipr_node.link("del", ifname=host)),
     )
     with step(f"tag and set up {host} in the node netns"):
-        ipr_node.link("set", ifname=host, ifalias=tag(xid, f"{end.side}.host"), state="up")
+        ipr_node.link(
+            "set",
+            ifname=host,
+            ifalias=tag(xid, f"{end.side}.host"),
+            group=TAG_GROUP,
+            state="up",
+        )
     with step(f"turn checksum offload off on {host} and {end.name}"):
         ethtool.checksum_offload_off(ctx.node.fd(), host)
         ethtool.checksum_offload_off(pod_fd, end.name)
