@@ -19,8 +19,9 @@ Guarantees: one message at a time, in arrival order, for its id (different ids r
           has passed is not started, and one whose deadline passes while it is being applied is
           rolled back instead of committed (a new id: removed, no row; an update: the previous
           cross-connect put back), so a caller that saw DEADLINE_EXCEEDED finds nothing changed.
-Threads:  a pooled actor (pooled.py): runs on one of the Connections' dispatcher threads while
-          it has messages; blocks only on worker calls and the Store; never touches asyncio.
+Threads:  a loop actor (loop_actor.py): runs on the main process's asyncio loop; awaits worker
+          calls (the other ids' actors run meanwhile); its Store writes are short synchronous
+          SQLite transactions on the loop.
 Failure:  errors go back to the asker as ForwarderError (mapped to gRPC statuses by the
           Frontend); the actor keeps its last consistent state and goes on.
 Owns:     the applied record, plan and cross-connect bytes of its id; nothing else.
@@ -28,6 +29,7 @@ Owns:     the applied record, plan and cross-connect bytes of its id; nothing el
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -36,8 +38,9 @@ from collections.abc import Callable
 from typing import Any
 
 from nsm_forwarder.actors.batcher import RemoveBatcher
-from nsm_forwarder.actors.faults import CRASH, HANG, Injector, hang_forever
+from nsm_forwarder.actors.faults import CRASH, HANG, Injector
 from nsm_forwarder.actors.logs import XCON_ID
+from nsm_forwarder.actors.loop_actor import LoopActor, hang
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
@@ -49,7 +52,6 @@ from nsm_forwarder.actors.messages import (
     XconnDeleted,
     XconnUpdated,
 )
-from nsm_forwarder.actors.pooled import Dispatcher, PooledActor
 from nsm_forwarder.actors.reconcile import Report, settle_pending
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.store import Record, Store
@@ -85,39 +87,52 @@ def _rolled_back(what: str) -> ForwarderError:
     )
 
 
-class _Guarded:
-    """The worker pool, Store or Monitor link as seen by one ConnectionActor.
+class _Guard:
+    """What one ConnectionActor may still do once it has been abandoned: nothing.
 
-    Every call holds the id's ``fence``, a lock shared by all actors that ever serve this id,
-    and first checks ``abandoned``: once an actor has been abandoned (it hung and was replaced)
-    it may not touch any of them again, and a call it had in flight at that moment (a worker
-    call is bounded by the operation timeout) finishes before its replacement makes its first
-    one. So a late wake-up can never undo what the replacement did."""
+    Once an actor has been abandoned (it hung and was replaced) it may not touch the worker
+    pool, the Store or the Monitor again. Its worker calls hold the id's ``fence``, a lock shared
+    by all actors that ever serve this id, so a call it had in flight when it was abandoned (a
+    worker call is bounded by the operation timeout) finishes before its replacement makes its
+    first one. So a late wake-up can never undo what the replacement did."""
 
-    def __init__(
-        self, target: Any, abandoned: threading.Event, fence: threading.Lock, xcon_id: str
-    ) -> None:
-        self._target = target
+    def __init__(self, abandoned: threading.Event, fence: asyncio.Lock, xcon_id: str) -> None:
         self._abandoned = abandoned
         self._fence = fence
         self._xcon_id = xcon_id
 
+    def check(self, what: str) -> None:
+        if self._abandoned.is_set():
+            raise WorkerLost(f"the actor of {self._xcon_id} was replaced; {what} not run")
+
+    async def fenced(self, what: str, work: Callable[[], Any]) -> Any:
+        """Await ``work()`` holding the fence, if this actor has not been abandoned."""
+        async with self._fence:
+            self.check(what)
+            return await work()
+
+
+class _Checked:
+    """The Store or the Monitor link as seen by one ConnectionActor: every call first checks
+    that the actor has not been abandoned (these calls are synchronous: no fence needed)."""
+
+    def __init__(self, target: Any, guard: _Guard) -> None:
+        self._target = target
+        self._guard = guard
+
     def __getattr__(self, name: str) -> Any:
         method = getattr(self._target, name)
 
-        def guarded(*args: Any, **kwargs: Any) -> Any:
-            with self._fence:
-                if self._abandoned.is_set():
-                    raise WorkerLost(f"the actor of {self._xcon_id} was replaced; {name} not run")
-                return method(*args, **kwargs)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            self._guard.check(name)
+            return method(*args, **kwargs)
 
-        return guarded
+        return checked
 
 
-class ConnectionActor(PooledActor):
+class ConnectionActor(LoopActor):
     def __init__(
         self,
-        dispatcher: Dispatcher,
         xcon_id: str,
         pool: WorkerPool,
         monitor: Link,
@@ -127,22 +142,18 @@ class ConnectionActor(PooledActor):
         *,
         faults: Injector | None = None,
         abandoned: threading.Event | None = None,
-        fence: threading.Lock | None = None,
+        fence: asyncio.Lock | None = None,
         remover: RemoveBatcher | None = None,
     ) -> None:
-        super().__init__(dispatcher)
+        super().__init__()
         self.xcon_id = xcon_id
-        abandoned = abandoned or threading.Event()
-        fence = fence or threading.Lock()
-        self.pool: WorkerPool = _Guarded(pool, abandoned, fence, xcon_id)  # type: ignore[assignment]
-        self.monitor: Link = _Guarded(monitor, abandoned, fence, xcon_id)  # type: ignore[assignment]
-        self.store: Store = _Guarded(store, abandoned, fence, xcon_id)  # type: ignore[assignment]
+        self.guard = _Guard(abandoned or threading.Event(), fence or asyncio.Lock(), xcon_id)
+        self._pool = pool
+        self._raw_store = store
+        self.monitor: Link = _Checked(monitor, self.guard)  # type: ignore[assignment]
+        self.store: Store = _Checked(store, self.guard)  # type: ignore[assignment]
         #: where a Close's remove goes: batched with other Closes' (see batcher.py)
-        self.remover: RemoveBatcher | None = (
-            _Guarded(remover, abandoned, fence, xcon_id)  # type: ignore[assignment]
-            if remover is not None
-            else None
-        )
+        self.remover = remover
         self.planner = planner
         self.faults = faults or Injector("connection", ())
         self.restored = restored
@@ -151,24 +162,25 @@ class ConnectionActor(PooledActor):
         self.plan: Plan | None = None
         self.xcon: bytes | None = None
 
-    def run_mailbox(self) -> None:
-        # the dispatcher thread serves this id until its mailbox is empty: every log record
-        # meanwhile carries the id (and so does every worker call's meta)
-        token = XCON_ID.set(self.xcon_id)
-        try:
-            super().run_mailbox()
-        finally:
-            XCON_ID.reset(token)
+    async def run_mailbox(self) -> None:
+        # the mailbox's task serves only this id: every log record it writes carries the id
+        # (and so does every worker call's meta)
+        XCON_ID.set(self.xcon_id)
+        await super().run_mailbox()
 
-    def on_start(self) -> None:
+    async def _once(self, method: str, arg: Any) -> Any:
+        """One worker call, holding the fence."""
+        return await self.guard.fenced(method, lambda: self._pool.acall(method, arg))
+
+    async def on_start(self) -> None:
         try:
-            self._take_over()
+            await self._take_over()
         except ForwarderError as exc:
             log.warning(
                 "id=%s: taking over its stored state failed (%s); retrying later", self.xcon_id, exc
             )
 
-    def _take_over(self) -> None:
+    async def _take_over(self) -> None:
         """Take over the Store's row of this id (after a restart), finishing or undoing an
         operation that the previous actor left pending. An interrupted update may have removed
         the previous interfaces (they share names with the new ones), so those are rebuilt.
@@ -178,10 +190,17 @@ class ConnectionActor(PooledActor):
             return
         if rec.pending is not None:
             self._rebuild = rec.pending.get("op") == "apply" and rec.applied is not None
-            rec = self.restored = settle_pending(self.store, self.pool, rec, Report())
+            pending = rec
+
+            async def settle() -> Record | None:  # rare (after a crash): blocking, in a thread
+                return await asyncio.to_thread(
+                    settle_pending, self._raw_store, self._pool, pending, Report()
+                )
+
+            rec = self.restored = await self.guard.fenced("settle", settle)
         if rec is not None and self._rebuild and rec.plan is not None and rec.xcon is not None:
-            self._call("remove", rec.applied)
-            applied = self._build(rec.plan)
+            await self._call("remove", rec.applied)
+            applied = await self._build(rec.plan)
             self.store.commit(self.xcon_id, rec.xcon, rec.plan, applied)
             rec = Record(rec.id, rec.xcon, rec.plan, applied, None)
             log.info("id=%s: previous cross-connect rebuilt after an interrupted update", rec.id)
@@ -190,24 +209,24 @@ class ConnectionActor(PooledActor):
             self.applied, self.plan, self.xcon = rec.applied, rec.plan, rec.xcon
         self.restored = None
 
-    def handle(self, message: Message) -> Any:
-        action = self.faults.check(message.TAG)
+    async def handle(self, message: Message) -> Any:
+        action = await self.faults.acheck(message.TAG)
         if action is CRASH:
             self.crash()
             raise WorkerLost(f"the actor of cross-connect {self.xcon_id} crashed (injected)")
         if action is HANG:
-            hang_forever()
+            await hang()
         if self.restored is not None:
-            self._take_over()
+            await self._take_over()
         if isinstance(message, ApplyXconn):
             apply = functools.partial(self._apply_xconn, deadline=message.deadline)
-            return self._timed("request", apply, message.xcon)
+            return await self._timed("request", apply, message.xcon)
         if isinstance(message, CloseXconn):
-            return self._timed("close", self._close_xconn, message.xcon)
+            return await self._timed("close", self._close_xconn, message.xcon)
         if isinstance(message, MarkDown):
             return self._mark_down(message.sides)
         if isinstance(message, Rebuild):
-            return self._rebuild_all(message.why)
+            return await self._rebuild_all(message.why)
         raise TypeError(f"ConnectionActor cannot handle {message.TAG}")
 
     def parked_state(self) -> dict[str, Any] | None:
@@ -216,10 +235,10 @@ class ConnectionActor(PooledActor):
             return None
         return {"xcon": self.xcon, "plan": self.plan, "applied": self.applied}
 
-    def _timed(self, what: str, fn: Any, data: bytes) -> Any:
+    async def _timed(self, what: str, fn: Any, data: bytes) -> Any:
         start = time.perf_counter()
         try:
-            result, detail = fn(data)
+            result, detail = await fn(data)
         except ForwarderError as exc:
             log.info(
                 "%s id=%s failed in %.1f ms: %s: %s",
@@ -241,7 +260,7 @@ class ConnectionActor(PooledActor):
 
     # --- Request ------------------------------------------------------------------------------
 
-    def _apply_xconn(self, data: bytes, deadline: float = 0.0) -> tuple[XconnApplied, str]:
+    async def _apply_xconn(self, data: bytes, deadline: float = 0.0) -> tuple[XconnApplied, str]:
         if _passed(deadline):
             raise ForwarderError(
                 "the Request's deadline passed before it started; nothing was changed",
@@ -253,27 +272,27 @@ class ConnectionActor(PooledActor):
         if self.applied is not None and self.plan is not None:
             old_plan, old_xcon = self.plan, self.xcon
             try:
-                self._call("remove", self.applied)
+                await self._call("remove", self.applied)
             except ForwarderError:
                 self.store.clear_pending(self.xcon_id)
                 raise
             self.applied = None
             try:
-                applied = self._build(plan)
+                applied = await self._build(plan)
             except ForwarderError:
-                self._restore(old_plan, old_xcon)
+                await self._restore(old_plan, old_xcon)
                 raise
             if _passed(deadline):
-                self._undo_late_update(plan, applied, old_plan, old_xcon)
+                await self._undo_late_update(plan, applied, old_plan, old_xcon)
             detail = f"updated to {describe(plan)}"
         else:
             try:
-                applied = self._build(plan)
+                applied = await self._build(plan)
             except ForwarderError:
-                self._forget(plan)
+                await self._forget(plan)
                 raise
             if _passed(deadline):
-                self._forget(plan)
+                await self._forget(plan)
                 raise _rolled_back("removed")
             detail = describe(plan)
         self.store.commit(self.xcon_id, data, plan, applied)
@@ -281,14 +300,14 @@ class ConnectionActor(PooledActor):
         self.monitor.tell(XconnUpdated(xcon=data))
         return XconnApplied(xcon=data), detail
 
-    def _undo_late_update(
+    async def _undo_late_update(
         self, plan: Plan, applied: Applied, old_plan: Plan, old_xcon: bytes | None
     ) -> None:
         """The update is built but its caller's deadline has passed: put the previous
         cross-connect back and raise DEADLINE_EXCEEDED. Should the new one not come off, it is
         kept and committed (so Store and data plane agree), as if the deadline had not passed."""
         try:
-            self._call("remove", applied)
+            await self._call("remove", applied)
         except ForwarderError as exc:
             log.warning(
                 "update id=%s: deadline passed, but the new interfaces could not be removed (%s); "
@@ -297,26 +316,26 @@ class ConnectionActor(PooledActor):
                 exc,
             )
             return
-        self._restore(old_plan, old_xcon)
+        await self._restore(old_plan, old_xcon)
         raise _rolled_back("the previous cross-connect put back")
 
-    def _build(self, plan: Plan) -> Applied:
+    async def _build(self, plan: Plan) -> Applied:
         """Apply a plan; if the worker died mid-way, sweep its leftovers and try once more."""
         try:
-            result: Applied = self.pool.call("apply", plan)
+            result: Applied = await self._once("apply", plan)
             return result
         except ForwarderError as exc:
             if not exc.retriable:
                 raise
             log.warning("apply id=%s: %s; cleaning up and retrying once", self.xcon_id, exc)
-        self._call("remove", plan)
-        result = self.pool.call("apply", plan)
+        await self._call("remove", plan)
+        result = await self._once("apply", plan)
         return result
 
-    def _restore(self, old_plan: Plan, old_xcon: bytes | None) -> None:
+    async def _restore(self, old_plan: Plan, old_xcon: bytes | None) -> None:
         """After a failed update: put the previous cross-connect back, or report it gone."""
         try:
-            self.applied = self._build(old_plan)
+            self.applied = await self._build(old_plan)
             self.plan = old_plan
             if old_xcon is not None:
                 self.store.commit(self.xcon_id, old_xcon, old_plan, self.applied)
@@ -332,36 +351,36 @@ class ConnectionActor(PooledActor):
             if old_xcon is not None:
                 self.monitor.tell(XconnDeleted(xcon=old_xcon))
 
-    def _call(self, method: str, arg: Any) -> Any:
+    async def _call(self, method: str, arg: Any) -> Any:
         """A worker call retried once when the worker was lost."""
         try:
-            return self.pool.call(method, arg)
+            return await self._once(method, arg)
         except ForwarderError as exc:
             if not exc.retriable:
                 raise
             log.warning("%s id=%s: %s; retrying once", method, self.xcon_id, exc)
-            return self.pool.call(method, arg)
+            return await self._once(method, arg)
 
     # --- Close --------------------------------------------------------------------------------
 
-    def _forget(self, plan: Plan) -> None:
+    async def _forget(self, plan: Plan) -> None:
         """A first Request failed: make sure nothing of its plan is left (the driver unwinds
         its own steps, but not when its worker died), then drop the row. If even that fails,
         the pending row stays, for the next Request or Close of this id, or for reconcile."""
         try:
-            self._call("remove", plan)
+            await self._call("remove", plan)
         except ForwarderError as exc:
             log.warning("request id=%s: leftovers not removed yet (%s)", self.xcon_id, exc)
             return
         self.store.delete(self.xcon_id)
 
-    def _close_xconn(self, data: bytes) -> tuple[XconnClosed, str]:
+    async def _close_xconn(self, data: bytes) -> tuple[XconnClosed, str]:
         if self.applied is None:
-            self._sweep(data)
+            await self._sweep(data)
             self.store.delete(self.xcon_id)  # a pending row a failed Request may have left
             return XconnClosed(id=self.xcon_id, known=False), "(unknown id)"
         self.store.begin_close(self.xcon_id)
-        self._remove_closed(self.applied)
+        await self._remove_closed(self.applied)
         self.store.delete(self.xcon_id)
         stored = self.xcon or data
         detail = describe(self.plan) if self.plan else ""
@@ -369,31 +388,32 @@ class ConnectionActor(PooledActor):
         self.monitor.tell(XconnDeleted(xcon=stored))
         return XconnClosed(id=self.xcon_id, known=True), detail
 
-    def _remove_closed(self, applied: Applied) -> None:
+    async def _remove_closed(self, applied: Applied) -> None:
         """Remove what a Close takes away, in a batch with other Closes' where there is a
         batcher; retried once when the worker was lost."""
-        if self.remover is None:
-            self._call("remove", applied)
+        remover = self.remover
+        if remover is None:
+            await self._call("remove", applied)
             return
         try:
-            self.remover.remove(applied)
+            await self.guard.fenced("remove", lambda: remover.remove(applied))
         except ForwarderError as exc:
             if not exc.retriable:
                 raise
             log.warning("close id=%s: %s; retrying once", self.xcon_id, exc)
-            self.remover.remove(applied)
+            await self.guard.fenced("remove", lambda: remover.remove(applied))
 
-    def _sweep(self, data: bytes) -> None:
+    async def _sweep(self, data: bytes) -> None:
         """Close of an id we do not hold: remove tagged leftovers the request names, if any."""
         try:
             plan = self.planner(crossconnect_pb2.CrossConnect.FromString(data))
         except InvalidRequest:
             return
-        self._call("remove", plan)
+        await self._call("remove", plan)
 
     # --- data-plane restart -------------------------------------------------------------------
 
-    def _rebuild_all(self, why: str) -> bool:
+    async def _rebuild_all(self, why: str) -> bool:
         """Build the applied cross-connect again (what is left of it removed first) and report
         it with an UPDATE; if that fails, its ends go DOWN (nsmd heals or closes)."""
         if self.applied is None or self.plan is None or self.xcon is None:
@@ -401,8 +421,8 @@ class ConnectionActor(PooledActor):
         start = time.perf_counter()
         self.store.begin_apply(self.xcon_id, self.plan)
         try:
-            self._call("remove", self.applied)
-            applied = self._build(self.plan)
+            await self._call("remove", self.applied)
+            applied = await self._build(self.plan)
         except ForwarderError as exc:
             self.store.clear_pending(self.xcon_id)
             log.error("rebuild id=%s after %s failed: %s", self.xcon_id, why, exc)

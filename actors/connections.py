@@ -5,8 +5,7 @@ Accepts:  ``ask(id, message)`` from the asyncio loop (the Frontend, the periodic
 Sends:    the message to the id's ConnectionActor (started on demand, from its parked state, its
           Store row or nothing); once nothing is in flight for an id, takes its actor's state
           and drops the actor.
-Threads:  the asyncio loop of the main process (so routing needs no lock); actors run on the
-          threads of one Dispatcher (pooled.py), at most ``threads`` at a time.
+Threads:  the asyncio loop of the main process, where the actors run too (loop_actor.py).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import msgpack
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import ConnectionActor, Planner
 from nsm_forwarder.actors.faults import Injector
-from nsm_forwarder.actors.pooled import Dispatcher
 from nsm_forwarder.actors.runtime import Link, ask
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
@@ -36,9 +34,8 @@ class Connections:
 
     An actor exists only while its id has work: once nothing is in flight for it, its state is
     kept here, packed, and the actor is dropped; the next message for that id starts an actor
-    from it. Actors share the ``threads`` threads of one Dispatcher, so a node with thousands
-    of cross-connects has a few threads and a small packed state per cross-connect, and a
-    Request starts no thread.
+    from it. Actors live on the loop, so a node with thousands of cross-connects has a small
+    packed state per cross-connect and no thread for any of them.
 
     Supervision of ConnectionActors lives here (one-for-one): an actor found dead is restarted
     from its Store row; an actor that does not answer within ``timeout`` is abandoned (it may
@@ -57,9 +54,7 @@ class Connections:
         faults: Injector | None = None,
         on_restart: Callable[[str], None] = lambda kind: None,
         remover: RemoveBatcher | None = None,
-        threads: int = 64,
     ) -> None:
-        self.dispatcher = Dispatcher("connection", threads)
         self.pool = pool
         self.remover = remover
         self.monitor = monitor
@@ -71,7 +66,7 @@ class Connections:
         self._actors: dict[str, tuple[ConnectionActor, threading.Event]] = {}
         self._in_flight: dict[str, int] = {}
         #: one lock per id, shared by every actor that serves it (see connection._Guarded)
-        self._fences: dict[str, threading.Lock] = {}
+        self._fences: dict[str, asyncio.Lock] = {}
         self._abandoned_ids: set[str] = set()
         #: id -> msgpack of the parked state (ConnectionActor.parked_state) of an idle id
         self._parked: dict[str, bytes] = {}
@@ -79,7 +74,6 @@ class Connections:
     def _start(self, xcon_id: str, record: Record | None) -> ConnectionActor:
         abandoned = threading.Event()
         ref = ConnectionActor(
-            self.dispatcher,
             xcon_id,
             self.pool,
             self.monitor,
@@ -88,7 +82,7 @@ class Connections:
             record,
             faults=self.faults,
             abandoned=abandoned,
-            fence=self._fences.setdefault(xcon_id, threading.Lock()),
+            fence=self._fences.setdefault(xcon_id, asyncio.Lock()),
             remover=self.remover,
         )
         self._actors[xcon_id] = (ref, abandoned)
@@ -119,17 +113,13 @@ class Connections:
                 )
                 self.on_restart("connection")
                 self._parked.pop(xcon_id, None)
-                record = await asyncio.to_thread(self.store.get, xcon_id)
+                record = self.store.get(xcon_id)
             elif xcon_id in self._parked:
                 state = msgpack.unpackb(self._parked.pop(xcon_id), raw=False)
                 record = Record(xcon_id, state["xcon"], state["plan"], state["applied"], None)
             elif self.store.has(xcon_id):  # e.g. a pending row a failed Request left
-                record = await asyncio.to_thread(self.store.get, xcon_id)
-            again = self._actors.get(xcon_id)
-            if again is not None and again is not entry and again[0].is_alive():
-                ref = again[0]  # another ask started one while this one read the Store
-            else:
-                ref = self._start(xcon_id, record)
+                record = self.store.get(xcon_id)
+            ref = self._start(xcon_id, record)
         else:
             ref = entry[0]
         self._in_flight[xcon_id] = self._in_flight.get(xcon_id, 0) + 1
@@ -158,7 +148,6 @@ class Connections:
         entry[1].set()
         del self._actors[xcon_id]
         ref.stop()
-        self.dispatcher.replace_lost_thread()  # its thread may never come back
         self.on_restart("connection")
 
     def _reap(self, xcon_id: str, ref: ConnectionActor) -> None:
@@ -185,4 +174,3 @@ class Connections:
         for ref, _ in self._actors.values():
             ref.stop()
         self._actors.clear()
-        self.dispatcher.stop()

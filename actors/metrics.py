@@ -283,7 +283,7 @@ class Metrics:
             return
         entries = stats_entries(xcons)
         counters: dict[str, dict[str, int]] = (
-            await asyncio.to_thread(self.pool.call, "stats", entries) if entries else {}
+            await self.pool.acall("stats", entries) if entries else {}
         )
         side_name = {"src": "source", "dst": "destination"}
         self.ends = {e["key"]: (e["id"], side_name[e["side"]]) for e in entries}

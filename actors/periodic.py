@@ -92,11 +92,11 @@ class DataplaneWatch:
         self._unreachable = False
 
     async def start(self, timeout: float) -> None:
-        self.epoch = str(await asyncio.to_thread(self.pool.call, "epoch"))
+        self.epoch = str(await self.pool.acall("epoch"))
 
     async def check(self, timeout: float) -> None:
         try:
-            now = str(await asyncio.to_thread(self.pool.call, "epoch"))
+            now = str(await self.pool.acall("epoch"))
         except ForwarderError as exc:
             if not self._unreachable:
                 log.warning("the data plane is unreachable: %s", exc.message)

@@ -2,10 +2,12 @@
 
 - :class:`BaseActor` is a pykka ThreadingActor whose mailbox carries :class:`Envelope` objects
   (a :mod:`~nsm_forwarder.actors.messages` message plus an optional reply slot). Subclasses
-  implement ``handle(message) -> reply``.
-- :func:`ask` sends from the asyncio loop and awaits the reply without blocking the loop: the
-  actor thread resolves an asyncio future with ``loop.call_soon_threadsafe`` (never ``await`` a
-  pykka future: it blocks the loop).
+  implement ``handle(message) -> reply``. Actors that live on the asyncio loop instead
+  (:mod:`~nsm_forwarder.actors.loop_actor`) take the same Envelopes; :func:`adeliver` is their
+  :func:`deliver`.
+- :func:`ask` sends from the asyncio loop and awaits the reply without blocking the loop: an
+  actor thread resolves the asyncio future with ``loop.call_soon_threadsafe`` (never ``await`` a
+  pykka future: it blocks the loop), a loop actor resolves it directly.
 - Failure rule: an exception raised by ``handle`` goes to the asker, and the actor carries on.
   An exception from a ``tell`` (no reply slot) is logged and the actor keeps running too; actors
   never die from one bad message.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,17 +48,25 @@ class Envelope:
 
 
 class AsyncioReply:
-    """Resolves an asyncio future from any thread."""
+    """Resolves an asyncio future from any thread (at once on the loop's own thread, where a
+    loop actor answers; through ``call_soon_threadsafe`` from an actor thread)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        self.thread = threading.get_ident()  # made by ask(), on the loop's thread
         self.future: asyncio.Future[Any] = loop.create_future()
 
     def set_result(self, value: Any) -> None:
-        self.loop.call_soon_threadsafe(self._settle, value, None)
+        if threading.get_ident() == self.thread:
+            self._settle(value, None)
+        else:
+            self.loop.call_soon_threadsafe(self._settle, value, None)
 
     def set_exception(self, exc: BaseException) -> None:
-        self.loop.call_soon_threadsafe(self._settle, None, exc)
+        if threading.get_ident() == self.thread:
+            self._settle(None, exc)
+        else:
+            self.loop.call_soon_threadsafe(self._settle, None, exc)
 
     def _settle(self, value: Any, exc: BaseException | None) -> None:
         if self.future.done():
@@ -134,15 +145,52 @@ def _deliver(
             if handled is not None:
                 handled()
     except Exception as exc:
-        if span is not None:
-            tracing.record_error(span, exc)
-        if envelope.reply is None:
-            log.exception("%s failed on %s", type(actor).__name__, envelope.message.TAG)
-        else:
-            envelope.reply.set_exception(exc)
+        _failed(actor, envelope, span, exc)
         return
     if envelope.reply is not None:
         envelope.reply.set_result(result)
+
+
+class AsyncHandler(Protocol):
+    async def handle(self, message: Message) -> Any: ...
+
+
+async def adeliver(
+    actor: AsyncHandler, envelope: Envelope, handled: Callable[[], None] | None = None
+) -> None:
+    """:func:`deliver` for an actor on the asyncio loop, whose ``handle`` is a coroutine."""
+    if envelope.trace is not None:
+        name = f"{type(actor).__name__} {envelope.message.TAG}"
+        with tracing.actor_span(envelope.trace, name) as span:
+            await _adeliver(actor, envelope, span, handled)
+    else:
+        await _adeliver(actor, envelope, None, handled)
+
+
+async def _adeliver(
+    actor: AsyncHandler, envelope: Envelope, span: Any, handled: Callable[[], None] | None
+) -> None:
+    try:
+        try:
+            result = await actor.handle(envelope.message)
+        finally:
+            if handled is not None:
+                handled()
+    except Exception as exc:
+        _failed(actor, envelope, span, exc)
+        return
+    if envelope.reply is not None:
+        envelope.reply.set_result(result)
+
+
+def _failed(actor: object, envelope: Envelope, span: Any, exc: Exception) -> None:
+    """``handle`` raised: the exception goes to the asker (logged for a tell)."""
+    if span is not None:
+        tracing.record_error(span, exc)
+    if envelope.reply is None:
+        log.exception("%s failed on %s", type(actor).__name__, envelope.message.TAG)
+    else:
+        envelope.reply.set_exception(exc)
 
 
 def tell(ref: pykka.ActorRef[Any], message: Message) -> None:
@@ -151,7 +199,7 @@ def tell(ref: pykka.ActorRef[Any], message: Message) -> None:
 
 
 class Mailbox(Protocol):
-    """What :func:`ask` sends to: a pykka ActorRef or a pooled actor."""
+    """What :func:`ask` sends to: a pykka ActorRef or a loop actor."""
 
     def tell(self, message: Any) -> None: ...
 

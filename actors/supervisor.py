@@ -211,6 +211,7 @@ class Supervisor:
             on_restart=self.restarts.record,
             log_format=s.log_format,
             trace_endpoint=s.otlp_endpoint if s.tracer_enabled else "",
+            loop=self.loop,
         )
         try:
             await asyncio.to_thread(self.pool.start, self._startup_wait())

@@ -5,7 +5,7 @@ an update), and Close takes it away.
 The race these catch: a client that cancels (or whose deadline passes) leaves its Request
 queued at the id's actor while the count of calls in flight drops; the actor was then parked
 with a state taken before that Request ran, and the interfaces it built were never removed
-(now an actor is parked only once every message told to it is handled: actors/pooled.py
+(now an actor is parked only once every message told to it is handled: actors/loop_actor.py
 ``idle``)."""
 
 from __future__ import annotations

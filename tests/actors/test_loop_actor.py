@@ -1,46 +1,42 @@
-"""Pooled actors (actors/pooled.py): per-actor order, parallelism across actors, a bounded
-thread count, crash and stop semantics, and a hung handler's thread replaced."""
+"""Loop actors (actors/loop_actor.py): per-actor order, interleaving across actors at their
+awaits, crash and stop semantics, a hung handler holding only its own actor, idleness."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from typing import Any
 
 import pykka
 import pytest
 
-from nsm_forwarder.actors.faults import hang_forever
+from nsm_forwarder.actors.loop_actor import LoopActor, hang
 from nsm_forwarder.actors.messages import MarkDown, Message
-from nsm_forwarder.actors.pooled import Dispatcher, PooledActor
 from nsm_forwarder.actors.runtime import ask
 
 
-class Recorder(PooledActor):
+class Recorder(LoopActor):
     """Appends each MarkDown's first side to ``seen``; "crash" crashes, "hang" hangs, "wait:X"
-    blocks until event X is set, "boom" raises."""
+    awaits event X, "boom" raises."""
 
-    def __init__(self, dispatcher: Dispatcher, events: dict[str, threading.Event]) -> None:
-        super().__init__(dispatcher)
+    def __init__(self, events: dict[str, asyncio.Event] | None = None) -> None:
+        super().__init__()
         self.seen: list[str] = []
-        self.events = events
-        self.threads: set[str] = set()
-        self.started_on: str | None = None
+        self.events = events or {}
+        self.started = 0
 
-    def on_start(self) -> None:
-        self.started_on = threading.current_thread().name
+    async def on_start(self) -> None:
+        self.started += 1
 
-    def handle(self, message: Message) -> Any:
+    async def handle(self, message: Message) -> Any:
         assert isinstance(message, MarkDown)
         word = message.sides[0]
-        self.threads.add(threading.current_thread().name)
         if word == "crash":
             self.crash()
             return None
         if word == "hang":
-            hang_forever()
+            await hang()
         if word.startswith("wait:"):
-            self.events[word[5:]].wait(10)
+            await self.events[word[5:]].wait()
         if word == "boom":
             raise ValueError("boom")
         self.seen.append(word)
@@ -52,57 +48,47 @@ def run(coro: Any) -> Any:
 
 
 def test_one_message_at_a_time_in_order_and_replies() -> None:
-    d = Dispatcher("t", 4)
-    actor = Recorder(d, {})
+    async def go() -> tuple[list[Any], Recorder]:
+        actor = Recorder()
+        replies = await asyncio.gather(*(ask(actor, MarkDown(sides=[str(i)])) for i in range(50)))
+        return replies, actor
 
-    async def go() -> list[Any]:
-        return await asyncio.gather(*(ask(actor, MarkDown(sides=[str(i)])) for i in range(50)))
-
-    assert run(go()) == [str(i) for i in range(50)]
+    replies, actor = run(go())
+    assert replies == [str(i) for i in range(50)]
     assert actor.seen == [str(i) for i in range(50)]
-    assert actor.started_on is not None and actor.started_on.startswith("t-")
-    d.stop()
+    assert actor.started == 1  # on_start once, before the first message
 
 
-def test_actors_run_in_parallel_within_the_thread_limit() -> None:
-    d = Dispatcher("t", 2)
-    events = {"go": threading.Event()}
-    a, b, c = (Recorder(d, events) for _ in range(3))
+def test_a_waiting_actor_holds_only_itself() -> None:
+    """One actor awaiting (a worker call) holds its own later messages, not other actors."""
 
     async def go() -> None:
+        events = {"go": asyncio.Event()}
+        a, b = Recorder(events), Recorder(events)
         first = ask(a, MarkDown(sides=["wait:go"]))
-        second = ask(b, MarkDown(sides=["wait:go"]))
-        third = ask(c, MarkDown(sides=["x"]))
-        # a and b hold both threads, so c waits for one of them
-        await asyncio.sleep(0.2)
-        assert not third.done()
-        assert d.threads == 2
+        behind = ask(a, MarkDown(sides=["after"]))
+        assert await ask(b, MarkDown(sides=["x"])) == "x"
+        assert not first.done() and not behind.done()
         events["go"].set()
-        assert await asyncio.gather(first, second, third) == ["wait:go", "wait:go", "x"]
+        assert await asyncio.gather(first, behind) == ["wait:go", "after"]
 
     run(go())
-    d.stop()
 
 
 def test_an_exception_goes_to_the_asker_and_the_actor_goes_on() -> None:
-    d = Dispatcher("t", 1)
-    actor = Recorder(d, {})
-
     async def go() -> None:
+        actor = Recorder()
         with pytest.raises(ValueError, match="boom"):
             await ask(actor, MarkDown(sides=["boom"]))
         assert await ask(actor, MarkDown(sides=["after"])) == "after"
 
     run(go())
-    d.stop()
 
 
 def test_crash_fails_queued_and_later_asks() -> None:
-    d = Dispatcher("t", 1)
-    events = {"go": threading.Event()}
-    actor = Recorder(d, events)
-
-    async def go() -> None:
+    async def go() -> Recorder:
+        events = {"go": asyncio.Event()}
+        actor = Recorder(events)
         blocker = ask(actor, MarkDown(sides=["wait:go"]))
         crash = ask(actor, MarkDown(sides=["crash"]))
         queued = ask(actor, MarkDown(sides=["never"]))
@@ -114,39 +100,35 @@ def test_crash_fails_queued_and_later_asks() -> None:
         assert not actor.is_alive()
         with pytest.raises(pykka.ActorDeadError):
             ask(actor, MarkDown(sides=["later"]))
+        return actor
 
-    run(go())
-    assert actor.seen == ["wait:go"]
-    d.stop()
+    assert run(go()).seen == ["wait:go"]
 
 
-def test_a_hung_handler_thread_can_be_replaced() -> None:
-    d = Dispatcher("t", 1)
-    hung, other = Recorder(d, {}), Recorder(d, {})
-
+def test_a_hung_actor_is_stopped_and_others_go_on() -> None:
     async def go() -> None:
-        ask(hung, MarkDown(sides=["hang"]))
-        late = ask(other, MarkDown(sides=["x"]))
-        await asyncio.sleep(0.2)
-        assert not late.done()  # the only thread is stuck
-        hung.stop()
-        d.replace_lost_thread()
+        hung, other = Recorder(), Recorder()
+        never = ask(hung, MarkDown(sides=["hang"]))
+        queued = ask(hung, MarkDown(sides=["queued"]))
+        assert await ask(other, MarkDown(sides=["x"])) == "x"
+        await asyncio.sleep(0.05)
+        assert not never.done()
+        hung.stop()  # as Connections does with an actor that stopped answering
+        with pytest.raises(pykka.ActorDeadError):
+            await queued
         assert await ask(other, MarkDown(sides=["y"])) == "y"
-        assert await late == "x"
+        never.cancel()
 
     run(go())
-    assert d.threads == 2
-    d.stop()
 
 
 def test_idle_only_once_every_told_message_is_handled() -> None:
     """An ask whose caller gave up leaves its message queued: the actor is not idle until that
     message is handled, and it is idle as soon as the last reply is seen."""
-    d = Dispatcher("t", 1)
-    events = {"go": threading.Event()}
-    actor = Recorder(d, events)
 
     async def go() -> None:
+        events = {"go": asyncio.Event()}
+        actor = Recorder(events)
         assert actor.idle()
         first = ask(actor, MarkDown(sides=["wait:go"]))
         abandoned = ask(actor, MarkDown(sides=["later"]))
@@ -162,4 +144,3 @@ def test_idle_only_once_every_told_message_is_handled() -> None:
         assert actor.idle()  # already when the reply is seen
 
     run(go())
-    d.stop()
