@@ -2,8 +2,8 @@
 
 Accepts:  ApplyXconn -> XconnApplied (ask); CloseXconn -> XconnClosed (ask); MarkDown -> bool
           (ask, from the pod liveness check); Rebuild -> bool (ask, after a data-plane
-          restart). When it is idle its owner takes its state (``parked_state``) and drops it;
-          its successor starts from that state.
+          restart). When it is idle its owner drops it; its successor starts from the Store's
+          row, which then holds exactly this actor's state.
 Sends:    WorkerCall (apply / remove) through the WorkerPool; XconnUpdated / XconnDeleted to
           the Monitor; rows to the Store.
 Guarantees: one message at a time, in arrival order, for its id (different ids run in parallel
@@ -228,12 +228,6 @@ class ConnectionActor(LoopActor):
         if isinstance(message, Rebuild):
             return await self._rebuild_all(message.why)
         raise TypeError(f"ConnectionActor cannot handle {message.TAG}")
-
-    def parked_state(self) -> dict[str, Any] | None:
-        """What a successor needs (None when nothing is applied); call only while idle."""
-        if self.applied is None:
-            return None
-        return {"xcon": self.xcon, "plan": self.plan, "applied": self.applied}
 
     async def _timed(self, what: str, fn: Any, data: bytes) -> Any:
         start = time.perf_counter()

@@ -16,8 +16,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-
 from nsm_forwarder.actors.batcher import RemoveBatcher
 from nsm_forwarder.actors.connection import ConnectionActor, Planner
 from nsm_forwarder.actors.faults import Injector
@@ -68,8 +66,10 @@ class Connections:
         #: one lock per id, shared by every actor that serves it (see connection._Guarded)
         self._fences: dict[str, asyncio.Lock] = {}
         self._abandoned_ids: set[str] = set()
-        #: id -> msgpack of the parked state (ConnectionActor.parked_state) of an idle id
-        self._parked: dict[str, bytes] = {}
+        #: idle ids with an applied cross-connect and no actor: the next message starts one
+        #: from the Store's row (which is its last actor's state; a pending mark that actor
+        #: left, e.g. of a failed Close, stays for the next Close or a restart to settle)
+        self._parked: set[str] = set()
 
     def _start(self, xcon_id: str, record: Record | None) -> ConnectionActor:
         abandoned = threading.Event()
@@ -92,14 +92,9 @@ class Connections:
         """Keep a cross-connect restored from the Store (before serving); its actor starts
         with its first message."""
         if record.pending is None and record.applied is not None and record.xcon is not None:
-            self._park(
-                record.id, {"xcon": record.xcon, "plan": record.plan, "applied": record.applied}
-            )
+            self._parked.add(record.id)
         else:
             self._start(record.id, record)
-
-    def _park(self, xcon_id: str, state: dict[str, Any]) -> None:
-        self._parked[xcon_id] = msgpack.packb(state, use_bin_type=True)
 
     async def ask(self, xcon_id: str, message: Any) -> Any:
         entry = self._actors.get(xcon_id)
@@ -112,11 +107,13 @@ class Connections:
                     extra={"xcon_id": xcon_id},
                 )
                 self.on_restart("connection")
-                self._parked.pop(xcon_id, None)
+                self._parked.discard(xcon_id)
                 record = self.store.get(xcon_id)
             elif xcon_id in self._parked:
-                state = msgpack.unpackb(self._parked.pop(xcon_id), raw=False)
-                record = Record(xcon_id, state["xcon"], state["plan"], state["applied"], None)
+                self._parked.discard(xcon_id)
+                row = self.store.get(xcon_id)
+                if row is not None:
+                    record = Record(xcon_id, row.xcon, row.plan, row.applied, None)
             elif self.store.has(xcon_id):  # e.g. a pending row a failed Request left
                 record = self.store.get(xcon_id)
             ref = self._start(xcon_id, record)
@@ -163,9 +160,8 @@ class Connections:
             return
         del self._actors[xcon_id]
         del self._in_flight[xcon_id]
-        state = ref.parked_state()
-        if state is not None:
-            self._park(xcon_id, state)
+        if ref.applied is not None:
+            self._parked.add(xcon_id)
         elif xcon_id not in self._abandoned_ids:  # else a predecessor may hold the fence
             self._fences.pop(xcon_id, None)
         ref.stop()

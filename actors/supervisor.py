@@ -43,7 +43,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -71,7 +70,7 @@ from nsm_forwarder.actors.reconcile import reconcile
 from nsm_forwarder.actors.registrar import Registrar
 from nsm_forwarder.actors.restarts import Restarts
 from nsm_forwarder.actors.runtime import Link
-from nsm_forwarder.actors.store import Store
+from nsm_forwarder.actors.store import Store, StoreError
 from nsm_forwarder.actors.tls import Transport, TransportConfigError, tls_settings_from
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.config.faults import parse_plan
@@ -182,7 +181,7 @@ class Supervisor:
         directory = str(self.settings.resolved_state_dir)
         try:
             store = await asyncio.to_thread(Store, directory)
-        except (OSError, sqlite3.Error) as exc:
+        except (OSError, StoreError) as exc:
             raise StartupError(f"cannot open the state store in {directory}: {exc}") from None
         self.store = store
         log.info("state store: %s", store.path)

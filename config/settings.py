@@ -193,7 +193,7 @@ class Settings(BaseSettings):
         None,
         validation_alias="NSM_FORWARDER_STATE_DIR",
         description=(
-            "Directory of the crash-safe cross-connect store (SQLite); unset means "
+            "Directory of the crash-safe cross-connect store (a journal); unset means "
             "<base_dir>/forwarder-state/<name>."
         ),
     )

@@ -30,6 +30,12 @@ OPENS: dict[tuple[str, str], tuple[int, str]] = {
     ),
     ("drivers/kernel/wireguard.py", "open"): (4, "/proc/<pid>/... of daemons, and their log"),
     ("actors/metrics.py", "open"): (1, "/proc/<worker pid>/stat"),
+    ("actors/store.py", "open"): (2, "the state journal, read (fixed name in the state dir)"),
+    ("actors/store.py", "os.open"): (
+        5,
+        "the state journal, its compacted copy, its lock file and its directory (fixed names "
+        "in the state dir of the settings)",
+    ),
     ("actors/svid.py", "open"): (1, "the operator's TLS files (settings)"),
     ("tools/client.py", "open"): (1, "the operator's request file (CLI argument)"),
     ("tools/client.py", "os.open"): (1, "os.devnull"),

@@ -15,7 +15,7 @@ from google.protobuf import empty_pb2
 
 from nsm_forwarder.actors.frontend import CrossConnectMonitorService
 from nsm_forwarder.actors.reconcile import reconcile
-from nsm_forwarder.actors.store import Store
+from nsm_forwarder.actors.store import Store, read_records
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.drivers.linux.netns import all_namespaces
 from nsm_forwarder.drivers.plan import plan_from_xcon
@@ -224,11 +224,8 @@ def test_state_request_error_keeps_store_clean(node: Node, pods: Pods) -> None:
     xcon.destination.mechanism.parameters["netnsInode"] = "4242424242"
     with pytest.raises(grpc.RpcError):
         node.forwarder.stub().Request(xcon, timeout=15)
-    store = Store(os.path.join(node.workdir, "forwarder-state", node.forwarder.name))
-    try:
-        assert "clean-1" not in [r.id for r in store.load()]
-    finally:
-        store.close()
+    state = os.path.join(node.workdir, "forwarder-state", node.forwarder.name)
+    assert "clean-1" not in [r.id for r in read_records(state)]
 
 
 @needs_root

@@ -7,13 +7,13 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-import sqlite3
 from collections.abc import Iterator
 
 import grpc
 import pytest
 from google.protobuf import empty_pb2
 
+from nsm_forwarder.actors.store import read_records
 from nsm_forwarder.proto import crossconnect_pb2, crossconnect_pb2_grpc, forwarder_pb2_grpc
 from tests.conftest import Node, needs_root
 from tests.helpers import BackgroundLoop, Pods, local_xcon, numbered_xcon, wait_until
@@ -24,9 +24,10 @@ pytestmark = needs_root
 def store_rows(node: Node) -> dict[str, crossconnect_pb2.CrossConnect | None]:
     """id -> the stored cross-connect (None for a row without one) of a node's Store."""
     state = os.path.join(node.workdir, "forwarder-state", node.forwarder.name)
-    with sqlite3.connect(os.path.join(state, "xcons.sqlite3")) as db:
-        rows = db.execute("SELECT id, xcon FROM xcons").fetchall()
-    return {r[0]: crossconnect_pb2.CrossConnect.FromString(r[1]) if r[1] else None for r in rows}
+    return {
+        r.id: crossconnect_pb2.CrossConnect.FromString(r.xcon) if r.xcon else None
+        for r in read_records(state)
+    }
 
 
 def reported(node: Node) -> dict[str, crossconnect_pb2.CrossConnect]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import random
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -28,6 +27,7 @@ from typing import Any
 import grpc
 from google.protobuf import empty_pb2
 
+from nsm_forwarder.actors.store import read_records
 from nsm_forwarder.proto import crossconnect_pb2
 from tests.helpers import Pod, numbered_xcon, wait_until
 
@@ -153,9 +153,7 @@ class Chaos:
         """Ids with an applied record (a row may also carry a pending operation: a Close that
         failed stays pending until the next Close, or is finished by reconcile)."""
         state = os.path.join(self.node.workdir, "forwarder-state", self.node.forwarder.name)
-        with sqlite3.connect(os.path.join(state, "xcons.sqlite3")) as db:
-            rows = db.execute("SELECT id FROM xcons WHERE applied IS NOT NULL").fetchall()
-        return {r[0] for r in rows}
+        return {r.id for r in read_records(state) if r.applied is not None}
 
     def reported_ids(self) -> set[str] | None:
         for _ in range(12):  # a hung Monitor is replaced within seconds; subscribe again

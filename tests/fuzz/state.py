@@ -7,13 +7,13 @@ without its interfaces."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 
 import grpc
 from google.protobuf import empty_pb2
 
+from nsm_forwarder.actors.store import read_records
 from nsm_forwarder.drivers.base import set_owner
 from nsm_forwarder.drivers.linux.sweep import tagged_links
 from nsm_forwarder.proto import crossconnect_pb2
@@ -43,10 +43,8 @@ def kernel_sets(owner: str) -> dict[str, dict[str, list[Where]]]:
 
 
 def store_ids(fwd: Forwarder) -> set[str]:
-    path = os.path.join(fwd.workdir, "forwarder-state", fwd.name, "xcons.sqlite3")
-    with sqlite3.connect(path) as db:
-        rows = db.execute("SELECT id FROM xcons WHERE applied IS NOT NULL").fetchall()
-    return {r[0] for r in rows}
+    state = os.path.join(fwd.workdir, "forwarder-state", fwd.name)
+    return {r.id for r in read_records(state) if r.applied is not None}
 
 
 def reported(fwd: Forwarder, timeout: float = 10.0) -> dict[str, crossconnect_pb2.CrossConnect]:
