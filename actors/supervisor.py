@@ -265,7 +265,10 @@ class Supervisor:
             timeout=timeout,
             faults=self.faults["connection"],
             on_restart=self.restarts.record,
-            remover=RemoveBatcher(self.pool, slots=self.settings.workers),
+            # as many Closes' batches at once as the workers can wait on
+            remover=RemoveBatcher(
+                self.pool, slots=self.settings.workers * int(caps.get("remove_slots", 1))
+            ),
         )
         live = set(await asyncio.to_thread(all_namespaces))
         try:

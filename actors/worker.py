@@ -4,9 +4,12 @@ Accepts:  WorkerCall{corr, method, args} over its socket (streamed msgpack), met
           ``init(config)``, ``apply(plan)``, ``remove(applied)``, ``remove_many(records)``,
           ``observe()``, ``sweep(found)``,
           ``stats(entries)``, ``epoch()``, ``ping()``.
-Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received.
-Guarantees: one call at a time (the socket buffer is the mailbox); every netlink call of the
-          forwarder runs in a process like this one, never in the gRPC process.
+Sends:    WorkerReply{corr, ok, result | error} for every call, in the order received, except
+          for a call the driver answers later (a Future: ``remove_many``'s group delete, which
+          is a kernel wait), whose reply goes out when it is done.
+Guarantees: one call at a time on the main thread (the socket buffer is the mailbox); a
+          deferred call's last step runs on a thread of the driver's meanwhile; every netlink
+          call of the forwarder runs in a process like this one, never in the gRPC process.
 Faults:   ``worker-N`` / ``worker`` faults of the plan act on every call but init, ping, epoch,
           ``driver`` faults on apply / remove / sweep: crash = exit at once, hang = stop
           answering (the pool kills us after the operation timeout), delay, error.
@@ -27,6 +30,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+from concurrent.futures import Future
 from typing import Any
 
 from nsm_forwarder.actors import tracing
@@ -49,8 +54,9 @@ def die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
-def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
-    """Run one call against the driver and build its reply (never raises)."""
+def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply | Future[WorkerReply]:
+    """Run one call against the driver and build its reply, or the future of the reply of a
+    call the driver finishes later (never raises)."""
     try:
         result: Any
         if call.method == "init":
@@ -74,14 +80,30 @@ def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply:
             result = "pong"
         else:
             raise DriverError(f"unknown worker method {call.method!r}")
-    except ForwarderError as exc:
+    except Exception as exc:
+        return _failed(call, exc)
+    if isinstance(result, Future):
+        reply: Future[WorkerReply] = Future()
+        result.add_done_callback(lambda done: reply.set_result(_finished(call, done)))
+        return reply
+    return WorkerReply(corr=call.corr, ok=True, result=result)
+
+
+def _finished(call: WorkerCall, done: Future[Any]) -> WorkerReply:
+    """The reply of a call the driver finished later."""
+    exc = done.exception()
+    if exc is not None:
+        return _failed(call, exc)
+    return WorkerReply(corr=call.corr, ok=True, result=done.result())
+
+
+def _failed(call: WorkerCall, exc: BaseException) -> WorkerReply:
+    if isinstance(exc, ForwarderError):
         log.debug("call %s %s failed: %s", call.corr, call.method, exc)
         return WorkerReply(corr=call.corr, ok=False, error=exc.to_wire())
-    except Exception as exc:
-        log.exception("call %s %s crashed", call.corr, call.method)
-        err = DriverError(f"{call.method}: {type(exc).__name__}: {exc}")
-        return WorkerReply(corr=call.corr, ok=False, error=err.to_wire())
-    return WorkerReply(corr=call.corr, ok=True, result=result)
+    log.error("call %s %s crashed", call.corr, call.method, exc_info=exc)
+    err = DriverError(f"{call.method}: {type(exc).__name__}: {exc}")
+    return WorkerReply(corr=call.corr, ok=False, error=err.to_wire())
 
 
 #: Calls that change the data plane (what ``driver`` faults act on).
@@ -113,15 +135,31 @@ class Faults:
 
 def serve(sock: socket.socket, driver: Driver, faults: Faults, index: int = 0) -> None:
     decoder = Decoder()
+    sending = threading.Lock()  # deferred replies are sent from the driver's threads
+
+    def send(reply: WorkerReply) -> None:
+        with sending:
+            try:
+                sock.sendall(pack(reply))
+            except OSError:  # the parent went away; the main thread sees EOF
+                pass
+
     while True:
         data = sock.recv(65536)
         if not data:
             return
         for msg in decoder.feed(data):
-            sock.sendall(pack(_reply_to(driver, faults, msg, index)))
+            reply = _reply_to(driver, faults, msg, index)
+            if isinstance(reply, Future):
+                reply.add_done_callback(lambda done: send(done.result()))
+            else:
+                with sending:
+                    sock.sendall(pack(reply))
 
 
-def _reply_to(driver: Driver, faults: Faults, msg: Message, index: int = 0) -> WorkerReply:
+def _reply_to(
+    driver: Driver, faults: Faults, msg: Message, index: int = 0
+) -> WorkerReply | Future[WorkerReply]:
     if not isinstance(msg, WorkerCall):
         err = DriverError(f"worker expected a WorkerCall, got {msg.TAG}")
         return WorkerReply(corr=-1, ok=False, error=err.to_wire())
@@ -132,7 +170,7 @@ def _reply_to(driver: Driver, faults: Faults, msg: Message, index: int = 0) -> W
         if tracing.enabled and "traceparent" in msg.meta:
             with tracing.worker_span(msg.meta, msg.method, index) as span:
                 reply = _run(driver, faults, msg)
-                if not reply.ok:
+                if isinstance(reply, WorkerReply) and not reply.ok:
                     span.set_status(tracing.error_status((reply.error or {}).get("message", "")))
                 return reply
         return _run(driver, faults, msg)
@@ -140,7 +178,7 @@ def _reply_to(driver: Driver, faults: Faults, msg: Message, index: int = 0) -> W
         XCON_ID.reset(token)
 
 
-def _run(driver: Driver, faults: Faults, msg: WorkerCall) -> WorkerReply:
+def _run(driver: Driver, faults: Faults, msg: WorkerCall) -> WorkerReply | Future[WorkerReply]:
     try:
         faults.before(msg)
     except ForwarderError as exc:

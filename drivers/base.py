@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 Plan = dict[str, Any]
@@ -116,7 +117,9 @@ class Driver(Protocol):
       checks the forwarder can work here (raises a ForwarderError with a clear message when it
       cannot, e.g. no interface carries ``src_ip``)
       and returns ``{"local": [types], "remote": [types], "egress": {...} | None}``: the
-      mechanism types to advertise and what was found about the egress interface.
+      mechanism types to advertise and what was found about the egress interface; optionally
+      ``"remove_slots": n``, how many ``remove_many`` calls one worker can have waiting at once
+      (default 1).
     - ``apply(plan)``: build the plan; each step records its undo and a failure unwinds every
       step done before it, then raises a :class:`~nsm_forwarder.drivers.errors.ForwarderError`.
       Returns the applied record.
@@ -133,7 +136,9 @@ class Driver(Protocol):
       "name"}`` pod end, keyed by ``key``; ends that are gone are left out.
     - ``remove_many(records)``: ``remove`` of each, in as few kernel operations as the driver
       can; per record None or its error as ``ForwarderError.to_wire()`` (see
-      :func:`remove_each`).
+      :func:`remove_each`). It may return a ``concurrent.futures.Future`` of that list instead,
+      when the last of its work is a wait that needs nothing else of the driver (the kernel's
+      group delete): the worker answers when it is done and serves other calls meanwhile.
     - ``epoch()``: names the running data plane; it changes when the data plane restarted and
       lost everything (a new VPP), and then the forwarder rebuilds every cross-connect. A data
       plane that cannot restart under the forwarder (the kernel) answers ``""``.
@@ -151,7 +156,7 @@ class Driver(Protocol):
 
     def remove(self, applied: Applied) -> None: ...
 
-    def remove_many(self, records: list[Applied]) -> list[Any]: ...
+    def remove_many(self, records: list[Applied]) -> list[Any] | Future[list[Any]]: ...
 
     def observe(self) -> list[dict[str, Any]]: ...
 

@@ -12,12 +12,20 @@ changes namespace.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from nsm_forwarder.drivers.base import Applied, Plan, remove_each, set_owner
 from nsm_forwarder.drivers.errors import InvalidRequest
 from nsm_forwarder.drivers.kernel import wgselect
-from nsm_forwarder.drivers.kernel.local import apply_local, remove_local, remove_local_many
+from nsm_forwarder.drivers.kernel.local import (
+    Tomb,
+    apply_local,
+    delete_tomb,
+    mark_local_many,
+    remove_local,
+    remove_local_singles,
+)
 from nsm_forwarder.drivers.kernel.remote import (
     DEFAULT_VXLAN_PORT,
     Underlay,
@@ -29,12 +37,18 @@ from nsm_forwarder.drivers.linux import netns
 from nsm_forwarder.drivers.linux.egress import find_egress
 from nsm_forwarder.drivers.linux.links import step
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.rtnl import Rtnl
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.stats import read_stats
 from nsm_forwarder.drivers.linux.sweep import sweep_tagged, tagged_links
 from nsm_forwarder.drivers.shapes import REMOTE_KINDS, LocalPlan, parse_plan
 
 log = logging.getLogger(__name__)
+
+#: group deletes waiting in the kernel at once per worker: each is a thread blocked in one
+#: RTM_DELLINK for the kernel's unregister wait (20-40 ms here, outside the kernel's rtnl
+#: lock: creates go on meanwhile, and concurrent waits overlap)
+DELETE_THREADS = 4
 
 
 class KernelDriver:
@@ -52,6 +66,8 @@ class KernelDriver:
         #: netlink sockets per namespace, kept between calls
         self.sockets = NetnsSockets()
         self.underlay = Underlay(self.node, self.sockets)
+        #: where the group deletes of remove_many wait (started on first use)
+        self._deleter: ThreadPoolExecutor | None = None
 
     # -- init ------------------------------------------------------------------------------
 
@@ -90,6 +106,7 @@ class KernelDriver:
             "remote": remote,
             "egress": egress.to_wire(),
             "wireguard": choice.backend,
+            "remove_slots": DELETE_THREADS,
         }
 
     def epoch(self) -> str:
@@ -112,17 +129,41 @@ class KernelDriver:
         else:
             remove_local(self.sockets, applied)
 
-    def remove_many(self, records: list[Applied]) -> list[Any]:
-        """Local cross-connects in one kernel deletion per namespace
-        (:func:`.local.remove_local_many`); anything else one by one."""
+    def remove_many(self, records: list[Applied]) -> Future[list[Any]]:
+        """Local cross-connects in one kernel deletion per namespace; anything else one by one.
+
+        The ends are marked here (:func:`.local.mark_local_many`), then the group deletes wait
+        in the kernel on a thread of their own, with sockets of their own, while this worker
+        serves other calls; the future is done when they are."""
         local = [i for i, r in enumerate(records) if r.get("kind") == "local"]
         others = [i for i in range(len(records)) if i not in set(local)]
         out: list[Any] = [None] * len(records)
-        batched = remove_local_many(self.sockets, [records[i] for i in local])
         singles = remove_each(self.remove, [records[i] for i in others])
-        for i, error in [*zip(local, batched, strict=True), *zip(others, singles, strict=True)]:
+        for i, error in zip(others, singles, strict=True):
             out[i] = error
-        return out
+        batch = [records[i] for i in local]
+        tombs, single = mark_local_many(self.sockets, batch)
+        for j, error in remove_local_singles(self.sockets, batch, single).items():
+            out[local[j]] = error
+        done: Future[list[Any]] = Future()
+        if not tombs:
+            done.set_result(out)
+            return done
+        if self._deleter is None:
+            self._deleter = ThreadPoolExecutor(DELETE_THREADS, thread_name_prefix="delete")
+        jobs = [(Rtnl(netns.netlink_socket(t.fd)), t) for t in tombs]
+
+        def finish(deleted: Future[dict[int, Any]]) -> None:
+            try:
+                for j, error in deleted.result().items():
+                    out[local[j]] = error
+            except BaseException as exc:  # a bug: the whole batch fails with it
+                done.set_exception(exc)
+                return
+            done.set_result(out)
+
+        self._deleter.submit(_delete_tombs, jobs).add_done_callback(finish)
+        return done
 
     # -- observe ---------------------------------------------------------------------------
 
@@ -145,3 +186,16 @@ class KernelDriver:
             {"id": xid, "side": side, "inode": inode, "name": link.name, "ifindex": link.index}
             for inode, link, xid, side in tagged_links()
         ]
+
+
+def _delete_tombs(jobs: list[tuple[Rtnl, Tomb]]) -> dict[int, Any]:
+    """On a delete thread: each tomb's group delete, each on its own fresh socket (closed
+    after), so nothing is shared with the worker's main thread; the errors by record index."""
+    errors: dict[int, Any] = {}
+    try:
+        for rt, tomb in jobs:
+            errors.update(delete_tomb(rt, tomb))
+    finally:
+        for rt, _ in jobs:
+            rt.close()
+    return errors

@@ -10,10 +10,12 @@ unwinds all of them and raises the first error, so a failed apply leaves nothing
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import random
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
@@ -122,17 +124,31 @@ def remove_local(sockets: NetnsSockets, record: dict[str, Any]) -> None:
     log.debug("removed %s in %.1f ms", xid, (time.perf_counter() - started) * 1e3)
 
 
-def remove_local_many(sockets: NetnsSockets, records: list[dict[str, Any]]) -> list[Any]:
-    """Remove many local cross-connects with one kernel deletion per namespace.
+@dataclass
+class Tomb:
+    """The ends of one batch of Closes in one namespace, moved into ``group`` (drawn for the
+    batch) and deleted with it, by one kernel operation."""
+
+    inode: int
+    #: the namespace's fd (kept open by the driver's sockets while the batch is prepared)
+    fd: int
+    group: int
+    #: (index of the record in the batch, ifindex of its end here)
+    members: list[tuple[int, int]] = field(default_factory=list)
+
+
+def mark_local_many(
+    sockets: NetnsSockets, records: list[dict[str, Any]]
+) -> tuple[list[Tomb], list[int]]:
+    """Prepare the removal of many local cross-connects with one kernel deletion per namespace.
 
     Each pair goes from the namespace that holds the most ends of the batch (an endpoint's pod
     shared by many clients, say): its end there, found by ifindex and checked to carry our tag,
-    is moved into a tombstone group drawn for this batch, and one RTM_DELLINK of that group
-    deletes them all (a veth pair goes with either end). Whatever cannot go that way (a
-    namespace gone, an interface not found by its ifindex, a refused delete) is removed one by
-    one with :func:`remove_local`. Returns, per record, None or its error (``to_wire``).
+    is moved into a tombstone group drawn for this batch (deleting either end of a veth pair
+    deletes the pair). Returns the tombs to delete (:func:`delete_tomb`) and the indexes of the
+    records that cannot go that way (a namespace gone, an interface not found by its ifindex)
+    and are to be removed one by one with :func:`remove_local`.
     """
-    errors: list[Any] = [None] * len(records)
     counts: Counter[int] = Counter()
     for record in records:
         counts.update(_end_inodes(record))
@@ -145,32 +161,57 @@ def remove_local_many(sockets: NetnsSockets, records: list[dict[str, Any]]) -> l
             continue
         side, end = max(ends, key=lambda se: counts[se[1]["inode"]])
         by_ns.setdefault(end["inode"], []).append((i, side, end["ifindex"]))
-    tomb = _RANDOM.randrange(1 << 24, 1 << 31)
+    tomb_group = _RANDOM.randrange(1 << 24, 1 << 31)
+    tombs = []
     for inode, entries in by_ns.items():
         try:
-            sockets.get(inode)
+            fd, _ = sockets.get(inode)
             rt = sockets.raw(inode)
         except ForwarderError:
             single += [i for i, _, _ in entries]
             continue
-        marked = []
+        tomb = Tomb(inode, fd, tomb_group)
         for i, side, ifindex in entries:
             try:
                 link = rt.get_link(ifindex)
                 if link is None or not link.owned_as(tag(records[i]["id"], side)):
                     single.append(i)
                     continue
-                rt.set_link(ifindex, group=tomb)
-                marked.append(i)
+                rt.set_link(ifindex, group=tomb_group)
+                tomb.members.append((i, ifindex))
             except NetlinkError:
                 single.append(i)
-        if marked:
-            try:
-                rt.del_group(tomb)
-            except NetlinkError as exc:
-                log.debug("group delete in netns %d failed (%s); one by one", inode, exc)
-                single += marked
-    for i in single:
+        if tomb.members:
+            tombs.append(tomb)
+    return tombs, single
+
+
+def delete_tomb(rt: Rtnl, tomb: Tomb) -> dict[int, Any]:
+    """Delete a tomb's group with one RTM_DELLINK (the kernel's unregister wait is paid once
+    for all of them); if the kernel refuses, its members one by one by ifindex. Returns the
+    errors (``to_wire``) by record index; an end already gone is not an error. Needs nothing
+    but ``rt``, a socket of the tomb's namespace, so it may run on any thread."""
+    try:
+        rt.del_group(tomb.group)
+        return {}
+    except NetlinkError as exc:
+        log.debug("group delete in netns %d failed (%s); one by one", tomb.inode, exc)
+    errors: dict[int, Any] = {}
+    for i, ifindex in tomb.members:
+        try:
+            with step(f"delete interface {ifindex} in netns {tomb.inode}"):
+                ignore_gone(functools.partial(rt.del_link, ifindex))()
+        except ForwarderError as exc:
+            errors[i] = exc.to_wire()
+    return errors
+
+
+def remove_local_singles(
+    sockets: NetnsSockets, records: list[dict[str, Any]], indexes: list[int]
+) -> dict[int, Any]:
+    """:func:`remove_local` of the records at ``indexes``; their errors by index."""
+    errors: dict[int, Any] = {}
+    for i in indexes:
         try:
             remove_local(sockets, records[i])
         except ForwarderError as exc:

@@ -24,6 +24,7 @@ from nsm_forwarder.actors.messages import (
     CloseXconn,
     Message,
     WorkerCall,
+    WorkerReply,
     XconnApplied,
     XconnClosed,
 )
@@ -55,6 +56,7 @@ def in_process_worker(
     """WorkerPool._call, but the worker's side runs here (its spans in the same exporter)."""
     call = WorkerCall(1, method, args, meta)
     reply = worker_mod._reply_to(FakeDriver(), worker_mod.Faults(0, ""), call, 0)  # type: ignore[arg-type]
+    assert isinstance(reply, WorkerReply)  # FakeDriver answers every call at once
     if not reply.ok:
         raise ForwarderError.from_wire(reply.error or {})
     return reply.result

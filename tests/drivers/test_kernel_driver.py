@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+import nsm_forwarder.drivers.kernel.driver as kernel_driver
 from nsm_forwarder.drivers import base
 from nsm_forwarder.drivers.errors import (
     AlreadyExists,
@@ -487,7 +488,37 @@ def test_remove_many_deletes_a_batch_by_group_and_leaves_foreign_alone(
     # someone replaced m0's interface in pod A (same name, not ours)
     a.exec("ip", "link", "del", "ma0")
     a.exec("ip", "link", "add", "ma0", "type", "veth", "peer", "name", "other0")
-    errors = drv.remove_many([*applied, {"id": "broken", "kind": "local"}])
+    errors = drv.remove_many([*applied, {"id": "broken", "kind": "local"}]).result(10)
     assert errors[:12] == [None] * 12
     assert errors[12]["code"] == "INVALID_ARGUMENT"
     assert sorted(a.links()) == ["ma0", "other0"] and b.links() == {}
+
+
+def test_remove_many_waits_for_the_kernel_off_the_driver_thread(
+    drv: KernelDriver, two_netns: tuple[Netns, Netns], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The group delete of a batch (the kernel's unregister wait, tens of ms) runs on a thread
+    of its own: the driver applies another cross-connect meanwhile, and the batch's future is
+    done only once its interfaces are gone."""
+    a, b = two_netns
+    release = threading.Event()
+    real = kernel_driver.delete_tomb
+
+    def held(rt: Any, tomb: Any) -> Any:  # the kernel's wait, made as long as the test needs
+        assert release.wait(10)
+        return real(rt, tomb)
+
+    monkeypatch.setattr(kernel_driver, "delete_tomb", held)
+    batch = [
+        drv.apply(
+            plan(f"w{i}", end(a, f"wa{i}", f"10.67.{i}.1/30"), end(b, f"wb{i}", f"10.67.{i}.2/30"))
+        )
+        for i in range(8)
+    ]
+    removing = drv.remove_many(batch)
+    other = drv.apply(plan("w9", end(a, "wa9", "10.67.9.1/30"), end(b, "wb9", "10.67.9.2/30")))
+    assert not removing.done()  # the apply did not wait for the deletes
+    release.set()
+    assert removing.result(10) == [None] * 8
+    assert list(a.links()) == ["wa9"] and list(b.links()) == ["wb9"]
+    drv.remove(other)
