@@ -55,9 +55,15 @@ def enter(fd: int) -> None:
     _setns(fd, CLONE_NEWNET)
 
 
+_nsfs: list[int] = []
+
+
 def _nsfs_dev() -> int:
-    """st_dev shared by every namespace file (nsfs); tells them apart from stray regular files."""
-    return os.stat("/proc/self/ns/net").st_dev
+    """st_dev shared by every namespace file (nsfs); tells them apart from stray regular files
+    (the same for as long as the kernel runs: read once)."""
+    if not _nsfs:
+        _nsfs.append(os.stat("/proc/self/ns/net").st_dev)
+    return _nsfs[0]
 
 
 def current_netns_inode() -> int:
@@ -141,9 +147,34 @@ def open_netns(inode: int) -> int:
     raise NotFound(f"no network namespace with inode {inode}")
 
 
+#: inode -> the path it was last found by (checked first by :func:`reachable`)
+_last_path: dict[int, str] = {}
+_LAST_PATHS = 4096
+
+
 def reachable(inode: int) -> bool:
-    """True while some path (a bind mount, a process) still leads to namespace ``inode``."""
-    return any(found == inode for found, _ in _scan())
+    """True while some path (a bind mount, a process) still leads to namespace ``inode``.
+
+    The path it was found by last time is checked first (one ``stat``: still nsfs, still that
+    inode); only when that path no longer leads there are all paths scanned (a node's hundreds
+    of namespaces and processes), so a worker's check before each reuse of a socket stays
+    cheap however many pods the node runs."""
+    path = _last_path.get(inode)
+    if path is not None:
+        try:
+            st = os.stat(path)
+            if st.st_ino == inode and st.st_dev == _nsfs_dev() and not stat.S_ISDIR(st.st_mode):
+                return True
+        except OSError:
+            pass
+        del _last_path[inode]
+    for found, path in _scan():
+        if found == inode:
+            if len(_last_path) >= _LAST_PATHS:
+                _last_path.clear()
+            _last_path[inode] = path
+            return True
+    return False
 
 
 def open_path(path: str, inode: int) -> int | None:

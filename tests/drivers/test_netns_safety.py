@@ -4,6 +4,7 @@ to one under /var/run/netns is never taken for a namespace, whatever inode a req
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -61,3 +62,32 @@ def test_a_real_namespace_is_found_by_its_inode() -> None:
         assert os.fstat(fd).st_ino == inode
     finally:
         os.close(fd)
+
+
+def test_reachable_follows_a_namespace_by_its_last_path_and_not_beyond() -> None:
+    """reachable() checks the path a namespace was last found by first: true while that path
+    still leads to it; false once that path names another namespace (and no other path leads
+    to it: here only an fd holds it) or nothing."""
+    first, second = unique("nsreach"), unique("nsreach")
+    path = os.path.join(netns.NETNS_RUN_DIR, first)
+    subprocess.run(["ip", "netns", "add", first], check=True)
+    subprocess.run(["ip", "netns", "add", second], check=True)
+    held = os.open(path, os.O_RDONLY)  # keeps the first namespace alive without a path
+    try:
+        a = os.fstat(held).st_ino
+        b = os.stat(os.path.join(netns.NETNS_RUN_DIR, second)).st_ino
+        assert netns.reachable(a) and netns.reachable(a)  # found, then by its remembered path
+        subprocess.run(["ip", "netns", "del", first], check=True)  # unmounts and removes it
+        open(path, "w").close()
+        subprocess.run(
+            ["mount", "--bind", os.path.join(netns.NETNS_RUN_DIR, second), path], check=True
+        )
+        assert os.stat(path).st_ino == b  # the remembered path now names the second one
+        assert not netns.reachable(a)
+        assert netns.reachable(b)
+    finally:
+        os.close(held)
+        subprocess.run(["umount", path], check=False, capture_output=True)
+        if os.path.exists(path):
+            os.unlink(path)
+        subprocess.run(["ip", "netns", "del", second], check=False, capture_output=True)
