@@ -65,6 +65,32 @@ def clean_socket(path: str) -> None:
     os.unlink(path)
 
 
+class BoundedHealth(grpc_health.aio.HealthServicer):
+    """grpc.health.v1.Health with at most ``max_watchers`` Watch streams open at once (each
+    holds a task and, for a new service name, an entry of the servicer's own): one more is
+    refused with RESOURCE_EXHAUSTED, like the monitor streams (max_monitor_subscribers)."""
+
+    def __init__(self, max_watchers: int) -> None:
+        super().__init__()
+        self.max_watchers = max_watchers
+        self.watchers = 0
+
+    async def Watch(  # noqa: N802 (the gRPC method's name)
+        self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        if self.watchers >= self.max_watchers:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.watchers} Health.Watch streams open, the limit "
+                f"(max_monitor_subscribers = {self.max_watchers})",
+            )
+        self.watchers += 1
+        try:
+            await super().Watch(request, context)
+        finally:
+            self.watchers -= 1
+
+
 class ApiServer:
     """ApiServer - ``listen(...)``, ``await serve()``; at the end ``await stop()``, then
     ``remove_socket()``."""
@@ -76,6 +102,7 @@ class ApiServer:
         group: str = "",
         reflection: bool = False,
         max_message_size: int = 4 * 1024 * 1024,
+        max_watchers: int = 64,
     ) -> None:
         self.address = grpc_address(socket_type, socket)
         self.max_message_size = max_message_size
@@ -85,7 +112,7 @@ class ApiServer:
         self.socket_path = os.path.abspath(socket) if socket_type == "unix" else None
         self._claimed = False
         self._server: grpc.aio.Server | None = None
-        self._health = grpc_health.aio.HealthServicer()
+        self._health = BoundedHealth(max_watchers)
 
     def listen(
         self,

@@ -120,6 +120,7 @@ class Supervisor:
             settings.socket_group,
             reflection=settings.grpc_reflection,
             max_message_size=settings.max_message_size,
+            max_watchers=settings.max_monitor_subscribers,
         )
         self.transport: Transport | None = None
         self.metrics = Metrics(settings.metrics_enabled, self.restarts, settings.driver)

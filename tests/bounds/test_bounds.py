@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from nsm_forwarder.actors.store import read_records
 from nsm_forwarder.proto import crossconnect_pb2, crossconnect_pb2_grpc, forwarder_pb2_grpc
@@ -162,6 +163,36 @@ def test_monitor_subscribers_are_capped(bounded: Node) -> None:
         finally:
             for stream in mine:
                 stream.cancel()
+    finally:
+        for stream in streams:
+            stream.cancel()
+
+
+def test_health_watch_streams_are_capped(bounded: Node) -> None:
+    """max_monitor_subscribers = 3 bounds grpc.health.v1.Health/Watch streams too."""
+    health = health_pb2_grpc.HealthStub(bounded.forwarder.channel())
+    request = health_pb2.HealthCheckRequest(service="")
+    streams = [health.Watch(request, timeout=30) for _ in range(3)]
+    try:
+        for stream in streams:
+            assert next(stream).status == health_pb2.HealthCheckResponse.SERVING
+        error = status_of(next, health.Watch(request, timeout=10))
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+        assert "max_monitor_subscribers = 3" in (error.details() or ""), error.details()
+        streams.pop().cancel()
+
+        def watches() -> bool:
+            stream = health.Watch(request, timeout=10)
+            try:
+                next(stream)
+                return True
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+                return False
+            finally:
+                stream.cancel()
+
+        wait_until(watches, 10, "a free Watch slot")
     finally:
         for stream in streams:
             stream.cancel()
