@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nsm_forwarder.actors import tracing
+from nsm_forwarder.actors import tracing, zygote
 from nsm_forwarder.actors.logs import XCON_ID
 from nsm_forwarder.actors.messages import Decoder, WorkerCall, WorkerReply, pack
 from nsm_forwarder.drivers.errors import ForwarderError, OperationTimeout, WorkerLost
@@ -67,7 +67,7 @@ class WorkerProcess:
         self.ready = False  # the driver's init has answered
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.proc = subprocess.Popen(
+            self.proc = zygote.popen(
                 [
                     sys.executable,
                     "-m",
