@@ -164,15 +164,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def preload(argv: list[str]) -> None:
-    """Import the driver module ``main(argv)`` will load, without instantiating it (the zygote
-    calls this before it forks a worker, so the import is shared); an unknown driver or bad
-    arguments are left for ``main`` to report."""
+    """Import the driver module ``main(argv)`` will load, and what its ``preload()`` names,
+    without instantiating the driver (the zygote calls this before it forks a worker, so the
+    imports are shared); an unknown driver or bad arguments are left for ``main`` to report."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--driver", default="kernel")
     args, _ = parser.parse_known_args(argv)
     target = DRIVERS.get(args.driver)
     if target is not None:
-        importlib.import_module(target.partition(":")[0])
+        module = importlib.import_module(target.partition(":")[0])
+        hook = getattr(module, "preload", None)  # what the driver imports on first use
+        if callable(hook):
+            hook()
 
 
 def main(argv: list[str] | None = None) -> int:

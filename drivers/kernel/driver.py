@@ -25,7 +25,7 @@ from nsm_forwarder.drivers.kernel.remote import (
     remove_remote,
     stop_orphan_daemons,
 )
-from nsm_forwarder.drivers.linux import netns
+from nsm_forwarder.drivers.linux import netns, pyroute
 from nsm_forwarder.drivers.linux.egress import find_egress
 from nsm_forwarder.drivers.linux.links import step
 from nsm_forwarder.drivers.linux.node import NodeNetns
@@ -35,6 +35,12 @@ from nsm_forwarder.drivers.linux.sweep import sweep_tagged, tagged_links
 from nsm_forwarder.drivers.shapes import REMOTE_KINDS, LocalPlan, parse_plan
 
 log = logging.getLogger(__name__)
+
+
+def preload() -> None:
+    """Import now what the driver imports on first use (pyroute2's IPRoute and WireGuard): a
+    worker's zygote calls this before it forks the workers, so they share those modules."""
+    pyroute.preload()
 
 
 class KernelDriver:
