@@ -1,33 +1,31 @@
-"""Zygote: one clean helper process that forks the worker processes, so they share its imports.
+"""Zygote (parent side): workers forked from one clean helper process share its imports.
 
-A worker process holds about 20 MiB of imported Python (the driver, pyroute2, asyncio, ...). Spawned
-fresh, each worker holds its own copy. The zygote imports them once, freezes them out of the
-garbage collector's reach (``gc.freeze``) and forks each worker from that state: the pages stay
-shared copy-on-write between the zygote and every worker, and the kernel divides them in PSS.
+A worker process holds about 20 MiB of imported Python (the driver, pyroute2, asyncio, ...);
+spawned fresh, each holds its own copy. The zygote (:mod:`.zygote_process`) imports them once,
+freezes them (``gc.freeze``) and forks each worker from that state: the pages stay shared
+copy-on-write between the zygote and every worker, and the kernel divides them in PSS.
 
 Process tree: main -> zygote (spawned with ``subprocess.Popen``, never forked from the
 multithreaded main process) -> workers (forked from the single-threaded zygote).
 
-Accepts (parent side): :func:`popen` (of :data:`SPAWNER`) with ``subprocess.Popen``'s arguments
-          as WorkerProcess passes them; ``python -m <module>`` of a module in :data:`RUNNABLE`
-          with ``process_group=0`` goes to the zygote, anything else (and everything once the
-          zygote cannot work) to ``subprocess.Popen``.
-Sends:    over the control socket (SOCK_SEQPACKET, msgpack): ``spawn {module, argv, targets}``
-          with the fds to pass (SCM_RIGHTS); the zygote answers ``spawned {pid}`` with a pidfd
-          of the child (SCM_RIGHTS) or ``failed {message, fatal}``, and reports ``exit {pid,
-          code}`` when it reaps a child; ``ready {pid}`` once, after its imports.
-Guarantees: a child looks to the parent as a Popen child does: same argv semantics (the module's
-          ``main(argv[3:])`` runs; ``preload(argv[3:])``, if the module has one, is imported
-          before the fork), ``pass_fds`` at the same fd numbers and every other fd closed, its
-          own process group (pgid = pid), stdin/stdout/stderr of the zygote (stdin /dev/null).
-          :class:`ZygoteChild` gives ``pid``, ``poll``, ``wait(timeout)``, ``send_signal`` (by
-          pidfd: never a recycled pid) and ``returncode`` as ``subprocess.Popen`` defines it.
-          The zygote never forks while it has a second thread (checked before every fork).
-Lifetime: the zygote dies with the thread that spawned it (PR_SET_PDEATHSIG; that thread is its
-          reader, which lives as long as the zygote) and exits, killing its children, when the
-          control socket closes; a worker dies with the zygote (its own PR_SET_PDEATHSIG). A
-          zygote that died is noticed by its reader: each child it left is waited for (by pidfd)
-          and reported with -SIGKILL, and the next spawn starts a new zygote.
+Accepts:  :func:`popen` (of :data:`SPAWNER`) with ``subprocess.Popen``'s arguments as
+          WorkerProcess passes them; ``python -m <module>`` of a module in ``RUNNABLE`` with
+          ``process_group=0`` goes to the zygote, anything else (and everything once the zygote
+          cannot work) to ``subprocess.Popen``.
+Sends:    spawn requests with the fds to pass over the zygote's control socket (the protocol is
+          in :mod:`.zygote_process`); one at a time, each waits for its answer.
+Guarantees: a child looks to the parent as a Popen child does: the module's ``main(args)`` runs
+          with the same arguments, ``pass_fds`` at the same fd numbers and every other fd
+          closed, its own process group (pgid = pid), the zygote's stdin (/dev/null), stdout
+          and stderr (the main process's). :class:`ZygoteChild` gives ``pid``, ``poll``,
+          ``wait(timeout)``, ``send_signal`` (by pidfd: never a recycled pid) and
+          ``returncode`` as ``subprocess.Popen`` defines them (the zygote reaps and reports).
+Lifetime: the zygote dies with the thread that spawned it (PR_SET_PDEATHSIG is per thread: its
+          receive thread spawns it and lives exactly as long as it) and exits, killing its
+          children, when the control socket closes; a worker dies with the zygote (its own
+          PR_SET_PDEATHSIG). A zygote that died is noticed by its receive thread: each child it
+          left is waited for (by pidfd) and reported with -SIGKILL, and the next spawn starts a
+          new zygote.
 Fallback: when the zygote cannot start (no pidfd_open, a thread at import, a timeout) or fails
           twice in a row, :class:`Spawner` logs why once and uses ``subprocess.Popen`` from then
           on (the children the zygote has keep running).
@@ -35,35 +33,26 @@ Fallback: when the zygote cannot start (no pidfd_open, a thread at import, a tim
 
 from __future__ import annotations
 
-import argparse
-import atexit
-import fcntl
-import gc
-import importlib
 import logging
 import os
 import select
-import selectors
 import signal
 import socket
 import subprocess
 import sys
 import threading
-import traceback
 from collections.abc import Sequence
-from types import ModuleType
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
-import msgpack
+from nsm_forwarder.actors.zygote_process import (
+    MAX_FDS,
+    MAX_MESSAGE,
+    RUNNABLE,
+    decode,
+    encode,
+)
 
 log = logging.getLogger(__name__)
-
-#: modules the zygote may run (``python -m`` name); it imports each before forking
-RUNNABLE = ("nsm_forwarder.actors.worker",)
-#: largest control message (a spawn request: an argv of a few short options)
-MAX_MESSAGE = 65536
-#: fds one spawn request may pass
-MAX_FDS = 16
 
 
 class ZygoteError(Exception):
@@ -87,20 +76,6 @@ class Process(Protocol):
     def send_signal(self, sig: int) -> None: ...
 
     def kill(self) -> None: ...
-
-
-def _pack(msg: dict[str, Any]) -> bytes:
-    return msgpack.packb(msg, use_bin_type=True)
-
-
-def _unpack(data: bytes) -> dict[str, Any]:
-    msg = msgpack.unpackb(data, raw=False)
-    if not isinstance(msg, dict):
-        raise ZygoteError(f"unexpected control message {msg!r}")
-    return msg
-
-
-# -- parent side ---------------------------------------------------------------------------
 
 
 class ZygoteChild:
@@ -231,7 +206,7 @@ class Zygote:
                 [
                     self.python,
                     "-m",
-                    "nsm_forwarder.actors.zygote",
+                    "nsm_forwarder.actors.zygote_process",
                     "--fd",
                     str(theirs.fileno()),
                     "--parent",
@@ -253,8 +228,8 @@ class Zygote:
                 data, fds, _, _ = socket.recv_fds(link.sock, MAX_MESSAGE, MAX_FDS)
                 if not data:
                     break
-                self._handle(link, _unpack(data), fds)
-        except (OSError, ValueError, ZygoteError) as exc:
+                self._handle(link, decode(data), fds)
+        except (OSError, ValueError) as exc:
             log.warning("zygote (pid %d): control socket failed: %s", link.proc.pid, exc)
         finally:
             self._lost(link, link.proc)
@@ -330,7 +305,7 @@ class Zygote:
                 link.reply = None
             request = {"op": "spawn", "argv": list(argv), "targets": list(pass_fds)}
             try:
-                socket.send_fds(link.sock, [_pack(request)], list(pass_fds))
+                socket.send_fds(link.sock, [encode(request)], list(pass_fds))
             except OSError as exc:
                 raise ZygoteError(f"the zygote did not take the request: {exc}") from None
             with link.cond:
@@ -419,174 +394,3 @@ class Spawner:
 #: the spawner of this process: WorkerProcess starts every worker with it
 SPAWNER = Spawner()
 popen = SPAWNER.popen
-
-
-# -- the zygote process ----------------------------------------------------------------------
-
-
-def _send(sock: socket.socket, msg: dict[str, Any], fds: Sequence[int] = ()) -> None:
-    socket.send_fds(sock, [_pack(msg)], list(fds))
-
-
-def _threads() -> int:
-    """Threads of this process as the kernel sees them (C-level threads too)."""
-    return len(os.listdir("/proc/self/task"))
-
-
-def _prepare(module_name: str, argv: list[str]) -> ModuleType:
-    """Import the module to run and what it will need (its ``preload(argv)``), then freeze."""
-    module = importlib.import_module(module_name)
-    preload = getattr(module, "preload", None)
-    if preload is not None:
-        preload(argv)
-    if _threads() != 1:
-        raise RuntimeError(f"importing {module_name} started a thread; forking is not safe")
-    gc.freeze()
-    return module
-
-
-def _place_fds(fds: list[int], targets: list[int]) -> None:
-    """Child: put received fds at the numbers the parent asked for; close every other fd > 2."""
-    high = max([2, *fds, *targets]) + 1
-    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, high) for fd in fds]
-    for fd, target in zip(moved, targets, strict=True):
-        os.dup2(fd, target, inheritable=True)
-    low = 3
-    for target in sorted(set(targets)):
-        if target >= low:
-            os.closerange(low, target)
-            low = target + 1
-    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
-
-
-def _child(module: ModuleType, argv: list[str], fds: list[int], targets: list[int]) -> NoReturn:
-    """Runs in the forked child: become what ``python -m module argv...`` would be, then exit."""
-    code = 1
-    try:
-        os.setpgid(0, 0)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        _place_fds(fds, targets)
-        gc.enable()
-        sys.argv = [module.__name__, *argv]
-        result = module.main(argv)
-        code = result if isinstance(result, int) else 0
-    except SystemExit as exc:
-        if exc.code is None or isinstance(exc.code, int):
-            code = exc.code or 0
-        else:
-            print(exc.code, file=sys.stderr)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        try:
-            atexit._run_exitfuncs()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
-
-
-def _spawn(
-    sock: socket.socket, sel: selectors.BaseSelector, msg: dict[str, Any], fds: list[int]
-) -> None:
-    """Fork one child for a spawn request; answer ``spawned`` with its pidfd or ``failed``."""
-    argv, targets = list(msg["argv"]), list(msg["targets"])
-    try:
-        if len(fds) != len(targets):
-            raise ValueError(f"{len(fds)} fds received for {len(targets)} targets")
-        module = _prepare(argv[2], argv[3:])
-    except Exception as exc:
-        for fd in fds:
-            os.close(fd)
-        fatal = isinstance(exc, RuntimeError)
-        _send(sock, {"op": "failed", "message": f"{type(exc).__name__}: {exc}", "fatal": fatal})
-        return
-    pid = os.fork()
-    if pid == 0:
-        sel.close()
-        sock.detach()
-        _child(module, argv[3:], fds, targets)
-    for fd in fds:
-        os.close(fd)
-    try:
-        os.setpgid(pid, pid)  # as the child does: whichever runs first
-    except OSError:
-        pass
-    pidfd = os.pidfd_open(pid)
-    sel.register(pidfd, selectors.EVENT_READ, pid)
-    _send(sock, {"op": "spawned", "pid": pid, "argv": argv}, [pidfd])
-
-
-def serve(sock: socket.socket) -> int:
-    """The zygote's loop: fork on request, report every exit; return when the parent closes."""
-    gc.disable()  # no collections (and no freed holes) in the pages the children share
-    try:
-        for name in RUNNABLE:
-            importlib.import_module(name)
-        if _threads() != 1:
-            raise RuntimeError("importing the worker started a thread; forking is not safe")
-        probe = os.pidfd_open(os.getpid())
-        os.close(probe)
-        gc.freeze()
-    except Exception as exc:
-        _send(sock, {"op": "error", "message": f"{type(exc).__name__}: {exc}"})
-        return 1
-    sel = selectors.DefaultSelector()
-    sel.register(sock, selectors.EVENT_READ, None)
-    _send(sock, {"op": "ready", "pid": os.getpid()})
-    while True:
-        for key, _ in sel.select():
-            if key.data is None:
-                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
-                if not data:
-                    _kill_children(sel)
-                    return 0
-                msg = _unpack(data)
-                if msg.get("op") == "spawn":
-                    _spawn(sock, sel, msg, fds)
-                else:
-                    for fd in fds:
-                        os.close(fd)
-            else:
-                _reap(sock, sel, key.fd, key.data)
-
-
-def _reap(sock: socket.socket, sel: selectors.BaseSelector, pidfd: int, pid: int) -> None:
-    sel.unregister(pidfd)
-    os.close(pidfd)
-    _, status = os.waitpid(pid, 0)
-    _send(sock, {"op": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
-
-
-def _kill_children(sel: selectors.BaseSelector) -> None:
-    """The parent went away: SIGKILL and reap every child still running."""
-    for key in list(sel.get_map().values()):
-        if key.data is None:
-            continue
-        try:
-            signal.pidfd_send_signal(key.fd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(key.data, 0)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="nsm-forwarder-zygote")
-    parser.add_argument("--fd", type=int, required=True, help="the control socket")
-    parser.add_argument("--parent", type=int, required=True, help="the parent's pid")
-    args = parser.parse_args(argv)
-    from nsm_forwarder.actors.worker import die_with_parent
-
-    die_with_parent()
-    if os.getppid() != args.parent:
-        return 1  # the parent died before we asked to die with it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
-    sock = socket.socket(fileno=args.fd)
-    try:
-        return serve(sock)
-    except (ConnectionResetError, BrokenPipeError):
-        return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
