@@ -44,7 +44,7 @@ from nsm_forwarder.actors.registrar import RegistrationState
 from nsm_forwarder.actors.restarts import COMPONENTS, Restarts
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.actors.xcons import local_end_names
+from nsm_forwarder.actors.xcons import LIVE_ENDS
 from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
@@ -139,8 +139,7 @@ def stats_entries(xcons: list[bytes]) -> list[dict[str, Any]]:
     (``key``: the NSM metrics key ``SRC-<id>`` / ``DST-<id>``; ``side``: the tag side, src or
     dst)."""
     entries = []
-    for data in xcons:
-        xcon_id, ends = local_end_names(data)
+    for xcon_id, ends in LIVE_ENDS.of(xcons):
         for side, inode, name in ends:
             tag_side = SIDE_KEY[side].lower()
             key = f"{SIDE_KEY[side]}-{xcon_id}"

@@ -24,7 +24,7 @@ from nsm_forwarder.actors.connections import Connections
 from nsm_forwarder.actors.messages import ListXconns, MarkDown, Rebuild
 from nsm_forwarder.actors.runtime import Link
 from nsm_forwarder.actors.workers import WorkerPool
-from nsm_forwarder.actors.xcons import local_ends
+from nsm_forwarder.actors.xcons import LIVE_ENDS
 from nsm_forwarder.drivers.errors import ForwarderError
 from nsm_forwarder.drivers.linux.netns import all_namespaces
 from nsm_forwarder.proto import connection_pb2, crossconnect_pb2
@@ -56,13 +56,13 @@ async def check_pods(monitor: Link, connections: Connections, timeout: float) ->
     if not xcons:
         return
     live = set(await asyncio.to_thread(all_namespaces))
-    for data in xcons:
-        if all(inode in live for _, inode in local_ends(data)):
+    for data, (_, ends) in zip(xcons, LIVE_ENDS.of(xcons), strict=True):
+        if all(inode in live for _, inode, _ in ends):
             continue  # the common case: nothing to parse
         xcon = crossconnect_pb2.CrossConnect.FromString(data)
         gone = [
             side
-            for side, inode in local_ends(data)
+            for side, inode, _ in ends
             if inode not in live and getattr(xcon, side).state == connection_pb2.UP
         ]
         if gone:

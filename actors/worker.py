@@ -18,13 +18,16 @@ Failure:  a driver error becomes an error reply (code, message, retriable); any 
           on EOF (the parent went away) and dies with the parent (PR_SET_PDEATHSIG).
 
 Started by :mod:`nsm_forwarder.actors.workers` as
-``python -m nsm_forwarder.actors.worker --fd N --driver kernel --index I``.
+``python -m nsm_forwarder.actors.worker --fd N --driver kernel --index I``: forked by the zygote
+(:mod:`nsm_forwarder.actors.zygote`), which imports this module and calls :func:`preload` before
+it forks and then :func:`main` in the child, or spawned as that command when there is no zygote.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import importlib
 import logging
 import os
 import signal
@@ -41,7 +44,7 @@ from nsm_forwarder.actors.messages import Decoder, Message, WorkerCall, WorkerRe
 from nsm_forwarder.config.faults import parse_plan
 from nsm_forwarder.drivers.base import Driver
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError
-from nsm_forwarder.drivers.registry import load_driver
+from nsm_forwarder.drivers.registry import DRIVERS, load_driver
 
 log = logging.getLogger("nsm_forwarder.worker")
 
@@ -186,7 +189,7 @@ def _run(driver: Driver, faults: Faults, msg: WorkerCall) -> WorkerReply | Futur
     return dispatch(driver, msg)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsm-forwarder-worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--driver", default="kernel")
@@ -195,7 +198,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--faults", default="", help="fault plan (see config/faults.py)")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("--trace-endpoint", default="", help="OTLP endpoint; tracing off if empty")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def preload(argv: list[str]) -> None:
+    """Import the driver module ``main(argv)`` will load, and what its ``preload()`` names,
+    without instantiating the driver (the zygote calls this before it forks a worker, so the
+    imports are shared); an unknown driver or bad arguments are left for ``main`` to report."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--driver", default="kernel")
+    args, _ = parser.parse_known_args(argv)
+    target = DRIVERS.get(args.driver)
+    if target is not None:
+        module = importlib.import_module(target.partition(":")[0])
+        hook = getattr(module, "preload", None)  # what the driver imports on first use
+        if callable(hook):
+            hook()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     setup_logging(args.log_level, args.log_format, process=f"worker-{args.index}")

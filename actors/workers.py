@@ -10,7 +10,9 @@ Guarantees: calls on one worker are answered in order; a worker that dies (crash
 Threads:  with a ``loop`` (a running forwarder) the loop reads every worker's replies (a reader
           callback per socket: no thread hop between a reply and the loop actor awaiting it);
           without one, a receive thread per worker does. Senders hold a per-worker lock.
-Processes: spawned (never forked) with ``process_group=0`` and a socketpair; they die with us.
+Processes: forked by the zygote (zygote.py: one single-threaded helper process, itself spawned,
+          never forked from this multithreaded one; a plain spawn when it cannot work), in
+          their own process group, linked by a socketpair; they die with us.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nsm_forwarder.actors import tracing
+from nsm_forwarder.actors import tracing, zygote
 from nsm_forwarder.actors.logs import XCON_ID
 from nsm_forwarder.actors.messages import Decoder, WorkerCall, WorkerReply, pack
 from nsm_forwarder.drivers.errors import ForwarderError, OperationTimeout, WorkerLost
@@ -72,7 +74,7 @@ class WorkerProcess:
         self.ready = False  # the driver's init has answered
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.proc = subprocess.Popen(
+            self.proc = zygote.popen(
                 [
                     sys.executable,
                     "-m",

@@ -223,9 +223,16 @@ class Forwarder:
         return crossconnect_pb2_grpc.MonitorCrossConnectStub(self.channel())
 
     def worker_pids(self) -> list[int]:
+        """The worker processes: children of the zygote (a child of the main process), or
+        children of the main process itself when it spawned them without a zygote."""
         assert self.proc is not None
-        out = sh("pgrep", "-P", str(self.proc.pid), check=False)
-        return [int(p) for p in out.split()]
+        found = []
+        for pid in _children(self.proc.pid):
+            if _is_zygote(pid):
+                found += _children(pid)
+            else:
+                found.append(pid)
+        return found
 
     def terminate(self, timeout: float = 15) -> int:
         assert self.proc is not None
@@ -237,6 +244,18 @@ class Forwarder:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in sh("pgrep", "-P", str(pid), check=False).split()]
+
+
+def _is_zygote(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"nsm_forwarder.actors.zygote" in f.read()
+    except OSError:
+        return False
 
 
 def new_workdir() -> str:

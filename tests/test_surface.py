@@ -45,7 +45,11 @@ OPENS: dict[tuple[str, str], tuple[int, str]] = {
 
 #: (module, call) -> count; argument lists only, never a shell
 PROCESSES: dict[tuple[str, str], int] = {
-    ("actors/workers.py", "subprocess.Popen"): 1,  # python -m ...worker: fixed argv
+    # python -m ...zygote (fixed argv); python -m ...worker when the zygote cannot fork it: the
+    # worker's argv as WorkerProcess builds it, never a shell. The zygote's own children are
+    # forks (os.fork) that run only a module of zygote.RUNNABLE (the worker). actors/workers.py
+    # starts its workers through zygote.popen.
+    ("actors/zygote.py", "subprocess.Popen"): 2,
     ("drivers/kernel/wireguard.py", "subprocess.run"): 1,  # wireguard-go <derived name>
     ("tools/demo.py", "subprocess.run"): 2,  # ip / ping argv of the demo's own namespaces
 }

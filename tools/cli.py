@@ -46,6 +46,7 @@ def version() -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from nsm_forwarder.actors.malloc import limit_arenas
     from nsm_forwarder.actors.supervisor import serve
     from nsm_forwarder.config.describe import as_log_dict
     from nsm_forwarder.config.errors import SettingsError
@@ -64,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         log.warning(INSECURE_WARNING)
     log.info("config: %s", " ".join(f"{k}={v}" for k, v in as_log_dict(settings).items()))
+    limit_arenas()
     return asyncio.run(serve(settings))
 
 

@@ -33,7 +33,7 @@ from nsm_forwarder.drivers.kernel.remote import (
     remove_remote,
     stop_orphan_daemons,
 )
-from nsm_forwarder.drivers.linux import netns
+from nsm_forwarder.drivers.linux import netns, pyroute
 from nsm_forwarder.drivers.linux.egress import find_egress
 from nsm_forwarder.drivers.linux.links import step
 from nsm_forwarder.drivers.linux.node import NodeNetns
@@ -49,6 +49,12 @@ log = logging.getLogger(__name__)
 #: RTM_DELLINK for the kernel's unregister wait (20-40 ms here, outside the kernel's rtnl
 #: lock: creates go on meanwhile, and concurrent waits overlap)
 DELETE_THREADS = 4
+
+
+def preload() -> None:
+    """Import now what the driver imports on first use (pyroute2's IPRoute and WireGuard): a
+    worker's zygote calls this before it forks the workers, so they share those modules."""
+    pyroute.preload()
 
 
 class KernelDriver:

@@ -18,13 +18,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, build_group, tag
 from nsm_forwarder.drivers.errors import DriverError, ForwarderError, InvalidRequest
 from nsm_forwarder.drivers.linux import addressing
 from nsm_forwarder.drivers.linux.ends import make_room, open_pods, remove_end_in
 from nsm_forwarder.drivers.linux.links import ignore_gone, step
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError
 from nsm_forwarder.drivers.linux.rtnl import Rtnl
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack, rolled_back

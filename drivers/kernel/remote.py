@@ -34,8 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.base import TAG_GROUP, Applied, Plan, build_group, tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, InvalidRequest
 from nsm_forwarder.drivers.kernel import wgkernel, wgselect, wireguard
@@ -44,6 +42,7 @@ from nsm_forwarder.drivers.linux.egress import Egress
 from nsm_forwarder.drivers.linux.ends import make_room, remove_end_in
 from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack, rolled_back
 from nsm_forwarder.drivers.shapes import (

@@ -26,11 +26,10 @@ import errno
 import os
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.errors import DriverError
 from nsm_forwarder.drivers.kernel.wireguard import ALLOWED_IPS, KEEPALIVE
 from nsm_forwarder.drivers.linux import netns
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError, wireguard_class
 from nsm_forwarder.drivers.shapes import WireguardTunnel, endpoint
 
 KIND = "wireguard"
@@ -64,7 +63,7 @@ def create(ipr_node: Any, name: str) -> None:
 def configure(node_fd: int, name: str, tunnel: WireguardTunnel, keepalive: int = KEEPALIVE) -> None:
     """Private key, listen port and exactly one peer (the other node), allowed IPs all, on the
     device ``name`` of namespace fd ``node_fd``. Errors name the device, port and peer only."""
-    from pyroute2 import WireGuard  # slow import; only where WireGuard is used
+    WireGuard = wireguard_class()
 
     peer = {
         "public_key": tunnel.peer_public_key,

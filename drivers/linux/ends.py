@@ -9,11 +9,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.base import tag
 from nsm_forwarder.drivers.errors import AlreadyExists, NotFound
 from nsm_forwarder.drivers.linux.links import GONE, Link, delete_link, get_link, step
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.shapes import End
 

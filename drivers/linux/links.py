@@ -16,10 +16,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.base import build_group, parse_tag
 from nsm_forwarder.drivers.errors import AlreadyExists, DriverError, ForwarderError
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError
 
 log = logging.getLogger(__name__)
 

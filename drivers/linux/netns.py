@@ -232,7 +232,9 @@ def _unshare_net() -> None:
 
 @contextmanager
 def _iproute(make_socket: Callable[[], socket.socket], where: str) -> Iterator[Any]:
-    from pyroute2 import IPRoute  # import is slow (~0.3 s); only pay it when netlink is used
+    from nsm_forwarder.drivers.linux.pyroute import iproute_class
+
+    IPRoute = iproute_class()  # its import is slow (~0.3 s): paid only when netlink is used
 
     try:
         sock = make_socket()

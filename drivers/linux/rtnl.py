@@ -18,9 +18,8 @@ import socket
 import struct
 from collections.abc import Iterator
 
-from pyroute2.netlink.exceptions import NetlinkError
-
 from nsm_forwarder.drivers.linux.links import Link
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError
 from nsm_forwarder.drivers.shapes import IPInterface, Neighbor, Route, family
 
 NLMSG_ERROR = 2

@@ -12,6 +12,7 @@ from typing import Any
 from nsm_forwarder.actors.messages import Decoder, Message, WorkerCall, WorkerReply, pack
 from nsm_forwarder.actors.worker import Faults, serve
 from nsm_forwarder.drivers.errors import NotFound
+from tests.helpers import wait_until
 
 
 class LaterDriver:
@@ -53,7 +54,7 @@ def test_a_deferred_call_is_answered_when_done_and_others_meanwhile() -> None:
         ours.sendall(pack(WorkerCall(3, "remove_many", [[{"id": "c"}]])))
         (first,) = replies(ours, decoder, 1)
         assert first == WorkerReply(corr=2, ok=True, result={"applied": {"id": "b"}})
-        assert len(driver.pending) == 2
+        wait_until(lambda: len(driver.pending) == 2, 10, "the third call taken")
         driver.pending[1].set_exception(NotFound("gone"))
         driver.pending[0].set_result([None])
         later = {r.corr: r for r in replies(ours, decoder, 2) if isinstance(r, WorkerReply)}
