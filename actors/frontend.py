@@ -367,20 +367,20 @@ class CrossConnectMonitorService(crossconnect_pb2_grpc.MonitorCrossConnectServic
     def attach(self, monitor: Link) -> None:
         self.monitor = monitor
 
-    def deliver(self, seq: int, event: bytes) -> None:
-        """Called by the Monitor thread; never blocks."""
-        self.loop.call_soon_threadsafe(self._fan_out, seq, event)
+    def deliver(self, seq: int, event: bytes, changed: dict[str, bytes | None]) -> None:
+        """Called by the Monitor thread; never blocks. ``changed``: the cross-connects the
+        event changes (id -> bytes, None for a delete), the Monitor's own bytes objects."""
+        self.loop.call_soon_threadsafe(self._fan_out, seq, event, changed)
 
-    def _fan_out(self, seq: int, event: bytes) -> None:
+    def _fan_out(self, seq: int, event: bytes, changed: dict[str, bytes | None]) -> None:
         if seq <= self.last_seq:
             return  # a late event of a Monitor that was replaced
         self.last_seq = seq
-        parsed = crossconnect_pb2.CrossConnectEvent.FromString(event)
-        for xcon_id, xcon in parsed.cross_connects.items():
-            if parsed.type == crossconnect_pb2.DELETE:
+        for xcon_id, data in changed.items():
+            if data is None:
                 self.view.pop(xcon_id, None)
             else:
-                self.view[xcon_id] = xcon.SerializeToString()
+                self.view[xcon_id] = data
         for sub_id in list(self.queues):
             self._enqueue(sub_id, seq, event)
 

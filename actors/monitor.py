@@ -5,8 +5,10 @@ Accepts:  XconnUpdated / XconnDeleted (tell, from ConnectionActors); MetricsColl
           per-cross-connect update every period, unlike upstream); Reload (tell, from the
           Supervisor after a restart); Subscribe -> [seq, INITIAL_STATE_TRANSFER bytes] (ask);
           ListXconns -> [bytes] (ask).
-Sends:    every event, numbered, to ``deliver(seq, event)`` (the Frontend's fan-out), which
-          must not block, so a slow subscriber never holds up Requests or other subscribers.
+Sends:    every event, numbered, to ``deliver(seq, event, changed)`` (the Frontend's fan-out;
+          ``changed``: id -> the cross-connect's bytes as kept here, None when deleted, so the
+          fan-out neither parses the event nor keeps a copy), which must not block, so a slow
+          subscriber never holds up Requests or other subscribers.
 Guarantees: events are numbered in the order they happen, starting after ``first_seq``; a
           Subscribe reply carries the number of the last event it includes, so the subscriber
           takes only later events: its own INITIAL_STATE_TRANSFER, then every UPDATE and DELETE
@@ -43,7 +45,7 @@ from nsm_forwarder.proto import crossconnect_pb2
 
 log = logging.getLogger(__name__)
 
-Deliver = Callable[[int, bytes], None]
+Deliver = Callable[[int, bytes, dict[str, bytes | None]], None]
 
 
 def event_bytes(kind: int, xcons: list[crossconnect_pb2.CrossConnect]) -> bytes:
@@ -97,14 +99,14 @@ class MonitorActor(BaseActor):
             self.xcons[xcon.id] = message.xcon
             if self.touched is not None:
                 self.touched.add(xcon.id)
-            self._publish(event_bytes(crossconnect_pb2.UPDATE, [xcon]))
+            self._publish(event_bytes(crossconnect_pb2.UPDATE, [xcon]), {xcon.id: message.xcon})
             return None
         if isinstance(message, XconnDeleted):
             xcon = crossconnect_pb2.CrossConnect.FromString(message.xcon)
             self.xcons.pop(xcon.id, None)
             if self.touched is not None:
                 self.touched.add(xcon.id)
-            self._publish(event_bytes(crossconnect_pb2.DELETE, [xcon]))
+            self._publish(event_bytes(crossconnect_pb2.DELETE, [xcon]), {xcon.id: None})
             return None
         if isinstance(message, MetricsCollected):
             event = crossconnect_pb2.CrossConnectEvent(type=crossconnect_pb2.UPDATE)
@@ -127,9 +129,9 @@ class MonitorActor(BaseActor):
             return list(self.xcons.values())
         raise TypeError(f"MonitorActor cannot handle {message.TAG}")
 
-    def _publish(self, event: bytes) -> None:
+    def _publish(self, event: bytes, changed: dict[str, bytes | None] | None = None) -> None:
         self.seq += 1
         try:
-            self.deliver(self.seq, event)
+            self.deliver(self.seq, event, changed or {})
         except Exception:
             log.exception("delivering event %d failed", self.seq)

@@ -30,9 +30,11 @@ def test_frontend_fan_out_skips_stale_and_resyncs_after_monitor_restart() -> Non
         service = CrossConnectMonitorService(asyncio.Event())
         queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
         service.queues["s"] = queue
-        service._fan_out(1, event_bytes(UPDATE, [xc("a")]))
-        service._fan_out(2, event_bytes(UPDATE, [xc("b")]))
-        service._fan_out(2, event_bytes(DELETE, [xc("b")]))  # a replaced Monitor's late event
+        a, b = xc("a"), xc("b")
+        service._fan_out(1, event_bytes(UPDATE, [a]), {"a": a.SerializeToString()})
+        service._fan_out(2, event_bytes(UPDATE, [b]), {"b": b.SerializeToString()})
+        # a replaced Monitor's late event
+        service._fan_out(2, event_bytes(DELETE, [b]), {"b": None})
         assert drain(queue) == [(UPDATE, "a"), (UPDATE, "b")]
         # the Monitor restarts; meanwhile "a" changed, "b" was closed, "c" was made
         now = [xc("a", "ETHERNET").SerializeToString(), xc("c").SerializeToString()]

@@ -29,7 +29,7 @@ def xc(xcon_id: str, payload: str = "IP", inode: int = 4026532001) -> bytes:
 
 def monitor(first_seq: int = 0) -> tuple[MonitorActor, list[tuple[int, bytes]]]:
     events: list[tuple[int, bytes]] = []
-    return MonitorActor(lambda seq, event: events.append((seq, event)), first_seq), events
+    return MonitorActor(lambda seq, event, _: events.append((seq, event)), first_seq), events
 
 
 def test_monitor_keeps_and_lists_the_bytes_it_was_given() -> None:
@@ -76,3 +76,14 @@ def test_live_ends_remembers_only_the_last_pass() -> None:
     assert cache.of([b]) == [local_end_names(b)]
     assert len(cache) == 1  # "a" is closed: forgotten
     assert cache.of([]) == [] and len(cache) == 0
+
+
+def test_monitor_hands_the_fan_out_the_bytes_it_keeps() -> None:
+    """Each event comes with what it changed, as the Monitor's own bytes objects, so the
+    Frontend's view of what subscribers were sent holds no second copy and parses nothing."""
+    changes: list[dict[str, bytes | None]] = []
+    actor = MonitorActor(lambda seq, event, changed: changes.append(changed))
+    a = xc("a")
+    actor.handle(XconnUpdated(xcon=a))
+    actor.handle(XconnDeleted(xcon=a))
+    assert changes == [{"a": a}, {"a": None}] and changes[0]["a"] is a
