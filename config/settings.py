@@ -407,8 +407,8 @@ class Settings(BaseSettings):
         ge=1,
         validation_alias="NSM_FORWARDER_MAX_MONITOR_SUBSCRIBERS",
         description=(
-            "Open MonitorCrossConnects streams at most (and as many MonitorMechanisms streams); "
-            "one more is refused with RESOURCE_EXHAUSTED."
+            "Open MonitorCrossConnects streams at most (and as many MonitorMechanisms and "
+            "grpc.health.v1.Health/Watch streams); one more is refused with RESOURCE_EXHAUSTED."
         ),
     )
     subscriber_queue: Int = Field(
