@@ -49,12 +49,17 @@ from nsm_forwarder.drivers.registry import DRIVERS, load_driver
 log = logging.getLogger("nsm_forwarder.worker")
 
 PR_SET_PDEATHSIG = 1
+PR_SET_NAME = 15
 
 
-def die_with_parent() -> None:
-    """Ask the kernel to SIGKILL us when the parent dies (backstop against orphans)."""
+def die_with_parent(name: str = "") -> None:
+    """Ask the kernel to SIGKILL us when the parent dies (backstop against orphans); with a
+    ``name``, also give this process that name (what ``top`` and ``ps -o comm`` show: a forked
+    worker's command line is its zygote's)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if name:
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def dispatch(driver: Driver, call: WorkerCall) -> WorkerReply | Future[WorkerReply]:
@@ -218,7 +223,7 @@ def preload(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    die_with_parent()
+    die_with_parent(f"nsm-worker-{args.index}")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
     setup_logging(args.log_level, args.log_format, process=f"worker-{args.index}")
     logging.getLogger("pyroute2").setLevel(max(logging.INFO, logging.getLogger().level))

@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from nsm_forwarder.actors.worker import die_with_parent
 
-    die_with_parent()
+    die_with_parent("nsm-zygote")
     if os.getppid() != args.parent:
         return 1  # the parent died before we asked to die with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop

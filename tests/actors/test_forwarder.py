@@ -259,6 +259,11 @@ def test_forwarder_survives_worker_sigkill(node: Node, two_pods: tuple[Pod, Pod]
     before = node.forwarder.worker_pids()
     workers = node.workers  # type: ignore[attr-defined]
     assert len(before) == workers
+    names = set()
+    for pid in before:  # named for top / ps -o comm (their command line is the zygote's)
+        with open(f"/proc/{pid}/comm") as f:
+            names.add(f.read().strip())
+    assert names == {f"nsm-worker-{i}" for i in range(workers)}
     for pid in before:
         os.kill(pid, signal.SIGKILL)
     xcon = local_xcon("kill-1", a, b)

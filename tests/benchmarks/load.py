@@ -115,14 +115,17 @@ def initial_transfer(socket_path: str) -> tuple[float, int]:
     return asyncio.run(go())
 
 
-def pss_kib(pid: int) -> int:
-    """Proportional set size of ``pid`` and all its descendants, KiB."""
+def pss_kib(pid: int, field: str = "Pss") -> int:
+    """Proportional set size of ``pid`` and all its descendants, KiB. ``field="Pss_Anon"``:
+    only their anonymous memory (heaps, stacks), which other processes on the machine do not
+    change: the shared libraries' pages in PSS are divided among every process mapping them,
+    so PSS moves by a few MiB as other Python processes come and go."""
     total = 0
     for p in [pid, *_descendants(pid)]:
         try:
             with open(f"/proc/{p}/smaps_rollup") as f:
                 for line in f:
-                    if line.startswith("Pss:"):
+                    if line.startswith(f"{field}:"):
                         total += int(line.split()[1])
         except OSError:
             continue

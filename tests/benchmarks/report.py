@@ -122,6 +122,11 @@ class Report:
                 f"{v['direct_p50_ms']:.2f} ms"
             )
         print("\n== memory and scale ==")
+        anon = (live["pss_anon_kib"] - o["memory_idle_pss_anon_kib"]) / live["count"]
+        print(
+            f"  anonymous PSS (heaps, stacks) idle {o['memory_idle_pss_anon_kib'] / MIB:.1f} MiB, "
+            f"+{anon:.1f} KiB per live cross-connect"
+        )
         print(
             f"  PSS idle {o['memory_idle_pss_kib'] / MIB:.1f} MiB (main RSS "
             f"{o['memory_idle_main_rss_kib'] / MIB:.1f} MiB); with {live['count']} live "
