@@ -33,6 +33,7 @@ from nsm_forwarder.actors.frontend import (
     CrossConnectMonitorService,
     ForwarderService,
     MechanismsService,
+    StreamLimit,
     add_forwarder_service,
 )
 from nsm_forwarder.actors.grpc_io import grpc_address
@@ -72,23 +73,13 @@ class BoundedHealth(grpc_health.aio.HealthServicer):
 
     def __init__(self, max_watchers: int) -> None:
         super().__init__()
-        self.max_watchers = max_watchers
-        self.watchers = 0
+        self.streams = StreamLimit("Health.Watch", max_watchers)
 
     async def Watch(  # noqa: N802 (the gRPC method's name)
         self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext
     ) -> None:
-        if self.watchers >= self.max_watchers:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self.watchers} Health.Watch streams open, the limit "
-                f"(max_monitor_subscribers = {self.max_watchers})",
-            )
-        self.watchers += 1
-        try:
+        async with self.streams.hold(context):
             await super().Watch(request, context)
-        finally:
-            self.watchers -= 1
 
 
 class ApiServer:

@@ -20,6 +20,7 @@ Threads:  the asyncio loop of the main process; never blocks it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -125,6 +126,31 @@ def decode_xcon(data: bytes) -> crossconnect_pb2.CrossConnect | Undecodable:
         return crossconnect_pb2.CrossConnect.FromString(data)
     except DecodeError as exc:
         return Undecodable(str(exc))
+
+
+class StreamLimit:
+    """At most ``limit`` streams of one ``kind`` open at once (each holds a task and what it
+    waits on): :meth:`hold` refuses one more with RESOURCE_EXHAUSTED naming the setting."""
+
+    def __init__(self, kind: str, limit: int, setting: str = "max_monitor_subscribers") -> None:
+        self.kind = kind
+        self.limit = limit
+        self.setting = setting
+        self.open = 0
+
+    @contextlib.asynccontextmanager
+    async def hold(self, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Count one stream for the ``async with`` body (ends the call if none is free)."""
+        if self.open >= self.limit:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.open} {self.kind} streams open, the limit ({self.setting} = {self.limit})",
+            )
+        self.open += 1
+        try:
+            yield
+        finally:
+            self.open -= 1
 
 
 class LimitReached(ForwarderError):
@@ -300,26 +326,18 @@ class MechanismsService(forwarder_pb2_grpc.MechanismsMonitorServicer):
         self.stopping = stopping
         self.faults = faults or Injector("frontend", ())
         self.on_unwatched = on_unwatched
-        self.max_streams = max_streams
-        self.watchers = 0
+        self.streams = StreamLimit("MonitorMechanisms", max_streams)
 
     async def MonitorMechanisms(
         self, request: empty_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[forwarder_pb2.MechanismUpdate]:
         await inject(self.faults, context, "MonitorMechanisms")
-        if self.watchers >= self.max_streams:
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{self.watchers} MonitorMechanisms streams open, the limit "
-                f"(max_monitor_subscribers = {self.max_streams})",
-            )
-        self.watchers += 1
         try:
-            yield self.update
-            await self.stopping.wait()
+            async with self.streams.hold(context):
+                yield self.update
+                await self.stopping.wait()
         finally:
-            self.watchers -= 1
-            if not self.watchers and not self.stopping.is_set():
+            if not self.streams.open and not self.stopping.is_set():
                 self.on_unwatched()
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -127,6 +128,24 @@ def test_live_cross_connects_are_capped_but_updates_work(bounded: Node, pods: Po
     assert a.links() == [] and b.links() == []
 
 
+def wait_for_a_free_slot(open_stream: Callable[[], Any], what: str) -> None:
+    """Until a stream opened with ``open_stream`` gets its first message (each refusal before
+    must be RESOURCE_EXHAUSTED): the server noticed a closed stream and freed its slot."""
+
+    def opens() -> bool:
+        stream = open_stream()
+        try:
+            next(stream)
+            return True
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
+            return False
+        finally:
+            stream.cancel()
+
+    wait_until(opens, 10, f"a free {what} slot")
+
+
 def test_monitor_subscribers_are_capped(bounded: Node) -> None:
     """max_monitor_subscribers = 3: nsmd's stream and two more of each monitor service."""
     monitor = bounded.forwarder.xcon_monitor()
@@ -138,19 +157,9 @@ def test_monitor_subscribers_are_capped(bounded: Node) -> None:
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
         assert "max_monitor_subscribers = 3" in (error.details() or ""), error.details()
         streams.pop().cancel()
-
-        def subscribes() -> bool:
-            stream = monitor.MonitorCrossConnects(empty_pb2.Empty(), timeout=10)
-            try:
-                next(stream)
-                return True
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-                return False
-            finally:
-                stream.cancel()
-
-        wait_until(subscribes, 10, "a free subscriber slot")
+        wait_for_a_free_slot(
+            lambda: monitor.MonitorCrossConnects(empty_pb2.Empty(), timeout=10), "subscriber"
+        )
         mechanisms = forwarder_pb2_grpc.MechanismsMonitorStub(bounded.forwarder.channel())
         mine = [mechanisms.MonitorMechanisms(empty_pb2.Empty(), timeout=30) for _ in range(2)]
         try:
@@ -180,19 +189,7 @@ def test_health_watch_streams_are_capped(bounded: Node) -> None:
         assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
         assert "max_monitor_subscribers = 3" in (error.details() or ""), error.details()
         streams.pop().cancel()
-
-        def watches() -> bool:
-            stream = health.Watch(request, timeout=10)
-            try:
-                next(stream)
-                return True
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc
-                return False
-            finally:
-                stream.cancel()
-
-        wait_until(watches, 10, "a free Watch slot")
+        wait_for_a_free_slot(lambda: health.Watch(request, timeout=10), "Watch")
     finally:
         for stream in streams:
             stream.cancel()
