@@ -23,7 +23,16 @@ from typing import Any
 
 from tests.benchmarks import grpc_floor
 from tests.benchmarks.floor import ip_batch, raw_floor
-from tests.benchmarks.load import Run, alternating, calls, initial_transfer, pss_kib, rss_kib, xcon
+from tests.benchmarks.load import (
+    Run,
+    alternating,
+    calls,
+    cpu_seconds,
+    initial_transfer,
+    pss_kib,
+    rss_kib,
+    xcon,
+)
 from tests.benchmarks.report import Report
 from tests.conftest import Node
 from tests.helpers import IS_ROOT, BackgroundLoop, Pod, Pods, make_underlay, remote_pair
@@ -117,23 +126,28 @@ def scale_runs(node: Node, pods: Pods, args: argparse.Namespace, out: dict[str, 
     out["scale"]["close_all_s"] = time.perf_counter() - start
 
 
-def throughput(loop: BackgroundLoop, workers: int, a: Pod, b: Pod, n: int) -> float:
+def throughput(loop: BackgroundLoop, workers: int, a: Pod, b: Pod, n: int) -> dict[str, float]:
     """Requests per second at 32 clients with ``workers`` workers, in the steady state: after a
     warm-up round (each worker's first use of a namespace opens its sockets), over two rounds
-    of ``n`` Requests (each followed by their Closes, not timed)."""
+    of ``n`` Requests (each followed by their Closes, not timed); and how many of the
+    machine's cores the forwarder (all its processes) and the clients kept busy meanwhile."""
     node = start_node(loop, workers)
     try:
         sock = node.forwarder.socket
+        assert node.forwarder.proc is not None
+        pid = node.forwarder.proc.pid
         warm = [xcon(i, a, b, f"w{workers}warm") for i in range(n // 2)]
         calls(sock, "Request", warm, 32)
         calls(sock, "Close", warm, 32)
-        done, wall = 0, 0.0
+        done, wall, busy = 0, 0.0, 0.0
         for round_ in range(2):
             batch = [xcon(i, a, b, f"w{workers}r{round_}") for i in range(n)]
+            before = cpu_seconds(pid)
             run = calls(sock, "Request", batch, 32)
+            busy += cpu_seconds(pid) - before
             done, wall = done + len(run.latencies), wall + run.wall
             calls(sock, "Close", batch, 32)
-        return done / wall
+        return {"per_s": done / wall, "cores_busy": busy / wall}
     finally:
         node.close()
 
@@ -190,6 +204,9 @@ def main() -> int:
         ip_create, ip_delete = ip_batch(a.name, b.name, args.count)
         out["floor"] = {
             "grpc_round_trip_p50_ms": statistics.median(grpc_floor.round_trips(args.count * 2)),
+            "worker_round_trip_p50_ms": statistics.median(
+                grpc_floor.worker_round_trips(args.count * 2)
+            ),
             "netlink_create_p50_ms": statistics.median(creates),
             "netlink_delete_p50_ms": statistics.median(deletes),
             "ip_batch_create_ms": ip_create,

@@ -1,7 +1,12 @@
-"""The cost of one gRPC round trip here: an empty unary ``Forwarder.Request`` (the server echoes
-the request) between two Python processes over a unix socket, with the same grpcio the
-forwarder uses. Every Request the forwarder answers pays at least this on top of the kernel's
-work. ``python -m tests.benchmarks.grpc_floor SOCKET`` is the server."""
+"""The cost of the two hops every Request takes besides the kernel's work.
+
+- :func:`round_trips`: an empty unary ``Forwarder.Request`` (the server echoes the request)
+  between two Python processes over a unix socket, with the same grpcio the forwarder uses.
+  ``python -m tests.benchmarks.grpc_floor SOCKET`` is the server.
+- :func:`worker_round_trips`: an empty call (``ping``) to a worker process of the forwarder's
+  own pool, which is where every netlink call runs.
+
+A Request to a forwarder of this design costs at least the netlink floor plus both."""
 
 from __future__ import annotations
 
@@ -28,6 +33,25 @@ async def serve(path: str) -> None:
     server.add_insecure_port("unix://" + path)
     await server.start()
     await server.wait_for_termination()
+
+
+def worker_round_trips(count: int) -> list[float]:
+    """Milliseconds of ``count`` empty calls to one worker of a WorkerPool (kernel driver)."""
+    from nsm_forwarder.actors.workers import WorkerPool
+
+    pool = WorkerPool(1, "kernel", init={"owner": "bench", "src_ip": "127.0.0.1"})
+    pool.start()
+    try:
+        for _ in range(20):
+            pool.call("ping")
+        took = []
+        for _ in range(count):
+            start = time.perf_counter()
+            pool.call("ping")
+            took.append((time.perf_counter() - start) * 1000)
+        return took
+    finally:
+        pool.stop()
 
 
 def round_trips(count: int) -> list[float]:

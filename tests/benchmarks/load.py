@@ -132,6 +132,21 @@ def pss_kib(pid: int, field: str = "Pss") -> int:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) used so far by ``pid`` and all its descendants, and by this
+    process (the clients, and the nsmd stand-in that reads the forwarder's events)."""
+    ticks = 0
+    for p in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            continue
+    own = os.times()
+    return ticks / os.sysconf("SC_CLK_TCK") + own.user + own.system
+
+
 def rss_kib(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/status") as f:
