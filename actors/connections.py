@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 class Connections:
     """id -> ConnectionActor, owned by the asyncio loop (so routing needs no lock).
 
-    An actor exists only while its id has work: once nothing is in flight for it, its state is
-    kept here, packed, and the actor is dropped; the next message for that id starts an actor
-    from it. Actors live on the loop, so a node with thousands of cross-connects has a small
-    packed state per cross-connect and no thread for any of them.
+    An actor exists only while its id has work: once nothing is in flight for it, the actor is
+    dropped (its id "parked"), and the next message for that id starts an actor from the
+    Store's row, which holds exactly the dropped actor's state. Actors live on the loop, so a
+    node with thousands of cross-connects has one Store row and an id per cross-connect, and no
+    thread for any of them.
 
     Supervision of ConnectionActors lives here (one-for-one): an actor found dead is restarted
     from its Store row; an actor that does not answer within ``timeout`` is abandoned (it may
