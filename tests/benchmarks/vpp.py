@@ -68,14 +68,15 @@ def direct(vpp: VppHost, node: str, a: str, b: str, count: int) -> list[float]:
 
 def vpp_row(command: str, count: int) -> dict[str, Any]:
     """p50 of a Request through a forwarder of driver vpp, and of the same calls made directly."""
-    os.environ["NSM_TEST_VPP_RUN"] = command
     u = make_underlay()
     runtime = tempfile.mkdtemp(prefix="nbv", dir="/tmp")
-    vpp = VppHost(u.a, runtime)
+    vpp = VppHost(u.a, runtime, run=command)  # never the fake: this row is about a real VPP
     pods, loop = Pods(), BackgroundLoop()
     node: Node | None = None
     try:
         vpp.start()
+        with vpp.client() as client:
+            version = str(client.api.show_version().version)
         a, b = pods.make(), pods.make()
         by_hand = direct(vpp, u.a, a.name, b.name, count)
         node = Node(
@@ -90,6 +91,7 @@ def vpp_row(command: str, count: int) -> dict[str, Any]:
         ).start()
         req, close = alternating(node.forwarder.socket, [xcon(i, a, b, "vb") for i in range(count)])
         return {
+            "vpp_version": version,
             "request_p50_ms": statistics.median(req.latencies),
             "close_p50_ms": statistics.median(close.latencies),
             "direct_p50_ms": statistics.median(by_hand),
