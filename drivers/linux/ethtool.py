@@ -1,4 +1,4 @@
-"""Checksum offload of one interface, through the SIOCETHTOOL ioctl inside its namespace.
+"""Checksum offload of one interface, through the SIOCETHTOOL ioctl on a socket of its namespace.
 
 A veth whose other end is read by an AF_PACKET socket (VPP's af_packet) must not leave TX
 checksums to "hardware": nobody would fill them in, and the receiver drops the packets.
@@ -12,7 +12,6 @@ import os
 import struct
 
 from nsm_forwarder.drivers.errors import DriverError
-from nsm_forwarder.drivers.linux import netns
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17  # set TX checksum offload
@@ -26,16 +25,14 @@ def _set(sock_fd: int, ifname: str, cmd: int, value: int) -> None:
     fcntl.ioctl(sock_fd, SIOCETHTOOL, ifreq)
 
 
-def checksum_offload_off(netns_fd: int, ifname: str) -> None:
-    """Turn TX and RX checksum offload off on ``ifname`` in namespace fd ``netns_fd``."""
-    sock = netns.inet_socket(netns_fd)
-    try:
-        for cmd in (ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM):
-            try:
-                _set(sock.fileno(), ifname, cmd, 0)
-            except OSError as exc:
-                raise DriverError(
-                    f"turn checksum offload off on {ifname}: {os.strerror(exc.errno or 0)}"
-                ) from None
-    finally:
-        sock.close()
+def checksum_offload_off(sock_fd: int, ifname: str) -> None:
+    """Turn TX and RX checksum offload off on ``ifname``, through ``sock_fd``: any socket of the
+    interface's namespace (a netlink socket will do: the kernel hands an ioctl its family does
+    not know to the device), so a caller that keeps one there opens nothing."""
+    for cmd in (ETHTOOL_STXCSUM, ETHTOOL_SRXCSUM):
+        try:
+            _set(sock_fd, ifname, cmd, 0)
+        except OSError as exc:
+            raise DriverError(
+                f"turn checksum offload off on {ifname}: {os.strerror(exc.errno or 0)}"
+            ) from None

@@ -3,7 +3,8 @@
 The client is not thread-safe, and a worker runs one call at a time, so each worker owns one.
 
 - :meth:`VppApi.connect` tries for ``connect_timeout`` seconds (VPP may still be starting) and
-  then fails with one clear line naming the socket.
+  then fails with one clear line naming the socket. Replies are read by the calling thread
+  (:mod:`.transport`), not by a reader thread of vpp_papi's.
 - :meth:`VppApi.call` sends one request and checks its ``retval``: a refusal becomes a
   ForwarderError whose message names the call and VPP's error (``VPP error -2
   INVALID_SW_IF_INDEX``), with a gRPC status from :mod:`.retvals`.
@@ -114,6 +115,8 @@ class VppApi:
             return
         from vpp_papi import VPPApiClient  # slow import; only in workers of the VPP driver
 
+        from nsm_forwarder.drivers.vpp.transport import SyncTransport
+
         limit = self.connect_timeout if timeout is None else timeout
         try:
             tenacity.Retrying(
@@ -121,23 +124,30 @@ class VppApi:
                 wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
                 stop=tenacity.stop_before_delay(limit),
                 reraise=True,
-            )(self._connect_once, VPPApiClient)
+            )(self._connect_once, VPPApiClient, SyncTransport)
         except VppUnavailable as exc:
             raise VppUnavailable(f"cannot connect to VPP at {self.socket}: {exc}") from None
 
-    def _connect_once(self, client_class: Any) -> None:
+    def _connect_once(self, client_class: Any, transport_class: Any) -> None:
         """One try of :meth:`connect`; VppUnavailable (the reason) when it may work later."""
         why = self._absent()
         if why is not None:
             raise VppUnavailable(why)
         try:
             client = client_class(
-                apidir=self.api_dir, server_address=self.socket, read_timeout=self.read_timeout
+                apidir=self.api_dir,
+                server_address=self.socket,
+                read_timeout=self.read_timeout,
+                async_thread=False,  # no event callbacks: no thread to run them
             )
         except Exception as exc:  # bad api dir: no retry helps
             raise DriverError(
                 f"cannot load the VPP API definitions from {self.api_dir}: {exc}"
             ) from None
+        # replies read by the calling thread (see .transport), not by a thread of vpp_papi's
+        client.transport = transport_class(
+            client, read_timeout=self.read_timeout, server_address=self.socket
+        )
         try:
             client.connect(self.name)
         except Exception as exc:

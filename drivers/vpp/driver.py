@@ -245,8 +245,7 @@ class VppDriver:
             try:
                 if role == "afp":
                     host = ends.host_name(xid, side)
-                    self.vpp.call("af_packet_delete", host_if_name=host)
-                    host = ends.host_name(xid, side)
+                    ends.delete_af_packet(self.ctx, host)
                     ipr = self.sockets.keep(self.node.fd())
                     ignore_gone(lambda: ipr.link("del", ifname=host))()
                 elif role == "tap":

@@ -19,12 +19,14 @@ new interface's ``sw_if_index``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import ipaddress
 import logging
 import os
+import random
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from nsm_forwarder.drivers.base import TAG_GROUP, build_group, tag
@@ -33,6 +35,8 @@ from nsm_forwarder.drivers.linux import addressing, ethtool, netns
 from nsm_forwarder.drivers.linux.ends import make_room
 from nsm_forwarder.drivers.linux.links import get_link, ignore_gone, step
 from nsm_forwarder.drivers.linux.node import NodeNetns
+from nsm_forwarder.drivers.linux.pyroute import NetlinkError
+from nsm_forwarder.drivers.linux.rtnl import Rtnl
 from nsm_forwarder.drivers.linux.sockets import NetnsSockets
 from nsm_forwarder.drivers.linux.undo import UndoStack
 from nsm_forwarder.drivers.shapes import End, MemifEnd, VxlanTunnel
@@ -48,6 +52,13 @@ MEMIF_MODE_ETHERNET = 0
 MEMIF_ID = 0
 #: VPP's retval for "no such entry" (deleting something already gone).
 GONE_RETVALS = frozenset({-2, -6, -3})  # INVALID_SW_IF_INDEX, NO_SUCH_ENTRY, NO_SUCH_FIB
+IF_ALREADY_EXISTS = -79
+#: ``af_packet_delete``'s only refusal: VPP has no af_packet on that host name
+AF_PACKET_GONE = -11  # SYSCALL_ERROR_1
+#: veth ifindexes are drawn from here, as the kernel driver's (a clash is drawn again)
+FIRST_INDEX, LAST_INDEX = 1 << 20, 1 << 30
+MAX_TRIES = 5
+_RANDOM = random.SystemRandom()
 
 
 def vpp_tag(xid: str, side: str, role: str) -> str:
@@ -77,6 +88,14 @@ class Context:
     sockets: NetnsSockets
     use_tap: bool = False
     vxlan_port: int = 4789
+    _node_rt: Rtnl | None = field(default=None, repr=False)
+
+    def node_rt(self) -> Rtnl:
+        """The raw rtnetlink client of the node namespace (made once, kept: the node is
+        pinned for good), for the hot path's messages and ioctls there."""
+        if self._node_rt is None:
+            self._node_rt = Rtnl(netns.netlink_socket(self.node.fd()))
+        return self._node_rt
 
 
 def ignore_gone_vpp(action: Any) -> Any:
@@ -90,6 +109,15 @@ def ignore_gone_vpp(action: Any) -> Any:
                 raise
 
     return run
+
+
+def delete_af_packet(ctx: Context, host: str) -> None:
+    """Delete VPP's af_packet on Linux interface ``host``; already gone is done."""
+    try:
+        ctx.vpp.call("af_packet_delete", host_if_name=host)
+    except VppRefused as exc:
+        if exc.retval != AF_PACKET_GONE:
+            raise
 
 
 def set_up(ctx: Context, sw_if_index: int, what: str) -> None:
@@ -109,74 +137,109 @@ def build_kernel_end(ctx: Context, xid: str, end: End, mtu: int, undo: UndoStack
     """The pod gets ``end.name`` (tap or veth), configured like the kernel driver's; VPP gets
     the interface on its side. Returns that VPP interface's sw_if_index."""
     pod_fd, ipr_pod = ctx.sockets.get(end.inode)
-    make_room(xid, (ipr_pod, end))
+    rt_pod = ctx.sockets.raw(end.inode)
     if ctx.use_tap:
+        make_room(xid, (ipr_pod, end))
         index = _build_tap(ctx, xid, end, mtu, undo)
+        with step(f"look up {end.name} in netns {end.inode}"):
+            link = get_link(ipr_pod, ifname=end.name)
+        if link is None:
+            raise DriverError(f"{end.name} is missing from netns {end.inode}")
+        pod_index = link.index
     else:
-        index = _build_veth_af_packet(ctx, xid, end, mtu, pod_fd, ipr_pod, undo)
-    with step(f"look up {end.name} in netns {end.inode}"):
-        link = get_link(ipr_pod, ifname=end.name)
-    if link is None:
-        raise DriverError(f"{end.name} is missing from netns {end.inode}")
-    changes: dict[str, Any] = {"ifalias": tag(xid, end.side), "group": TAG_GROUP}
+        index, pod_index = _build_veth_af_packet(ctx, xid, end, mtu, pod_fd, rt_pod, undo)
     with step(f"tag and set up {end.name} in netns {end.inode}"):
-        ipr_pod.link("set", index=link.index, state="up", **changes)
+        rt_pod.set_link(pod_index, alias=tag(xid, end.side), up=True, group=TAG_GROUP)
     # addresses, routes and neighbours go with the interface: the undo that deletes it
     # (pushed above) is all they need
-    addressing.configure(ipr_pod, end, link.index, UndoStack())
+    addressing.configure(rt_pod, end, pod_index, UndoStack())
     return index
 
 
 def _build_veth_af_packet(
-    ctx: Context, xid: str, end: End, mtu: int, pod_fd: int, ipr_pod: Any, undo: UndoStack
-) -> int:
+    ctx: Context, xid: str, end: End, mtu: int, pod_fd: int, rt_pod: Rtnl, undo: UndoStack
+) -> tuple[int, int]:
+    """The veth (node end :func:`host_name`, pod end ``end.name``) and VPP's af_packet on its
+    node end, on raw rtnetlink with both ifindexes chosen here (no look-up); (sw_if_index,
+    the pod end's ifindex)."""
     host = host_name(xid, end.side)
-    common: dict[str, Any] = {"group": build_group(xid)}  # TAG_GROUP once tagged
-    if mtu:
-        common["mtu"] = mtu
-    ipr_node = ctx.sockets.keep(ctx.node.fd())
-    stale = get_link(ipr_node, ifname=host)
-    if stale is not None:
-        if not stale.owned_as(tag(xid, f"{end.side}.host")):
-            raise DriverError(f"interface {host} in the node netns is not ours")
-        with step(f"delete stale {host} in the node netns and its af_packet"):
-            ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host))()
-            ignore_gone(lambda: ipr_node.link("del", index=stale.index))()
+    rt_node = ctx.node_rt()
     what = f"create veth {host} (node netns) / {end.name} (netns {end.inode})"
     with step(what):
-        ipr_node.link(
-            "add",
-            ifname=host,
-            kind="veth",
-            peer={"ifname": end.name, "net_ns_fd": pod_fd, **common},
-            **common,
-        )
+        host_index, pod_index = _create_veth(ctx, xid, end, host, mtu, pod_fd)
     undo.push(
         f"delete veth {host} in the node netns",
-        ignore_gone(lambda: ipr_node.link("del", ifname=host)),
+        ignore_gone(lambda: rt_node.del_link(host_index)),
     )
-    with step(f"tag and set up {host} in the node netns"):
-        ipr_node.link(
-            "set",
-            ifname=host,
-            ifalias=tag(xid, f"{end.side}.host"),
-            group=TAG_GROUP,
-            state="up",
-        )
+    with step(f"tag {host} in the node netns"):
+        rt_node.set_link(host_index, alias=tag(xid, f"{end.side}.host"), group=TAG_GROUP)
     with step(f"turn checksum offload off on {host} and {end.name}"):
-        ethtool.checksum_offload_off(ctx.node.fd(), host)
-        ethtool.checksum_offload_off(pod_fd, end.name)
+        ethtool.checksum_offload_off(rt_node.sock.fileno(), host)
+        ethtool.checksum_offload_off(rt_pod.sock.fileno(), end.name)
     # pushed first, by name: a create whose reply was lost (the connection dropped) is undone too
     undo.push(
         f"delete VPP af_packet host-{host}",
-        ignore_gone_vpp(lambda: ctx.vpp.call("af_packet_delete", host_if_name=host)),
+        lambda: delete_af_packet(ctx, host),
     )
     with step(f"create VPP af_packet on {host}"):
-        reply = ctx.vpp.call("af_packet_create_v3", **af_packet_args(host))
-    index = int(reply.sw_if_index)
+        index = _create_af_packet(ctx, host)
     set_tag(ctx, index, vpp_tag(xid, end.side, "afp"))
     set_up(ctx, index, f"host-{host}")
-    return index
+    return index, pod_index
+
+
+def _create_veth(
+    ctx: Context, xid: str, end: End, host: str, mtu: int, pod_fd: int
+) -> tuple[int, int]:
+    """Create the veth under random free ifindexes, its node end up; (node, pod) ifindex.
+
+    A name already taken (EEXIST) is looked at only then (:func:`_clear_leftovers`)."""
+    for attempt in range(MAX_TRIES):
+        indexes = (
+            _RANDOM.randrange(FIRST_INDEX, LAST_INDEX),
+            _RANDOM.randrange(FIRST_INDEX, LAST_INDEX),
+        )
+        try:
+            ctx.node_rt().new_veth(
+                host, indexes[0], end.name, indexes[1], pod_fd, mtu=mtu, group=build_group(xid)
+            )
+            return indexes
+        except NetlinkError as exc:
+            if exc.code == errno.EEXIST and attempt == 0:
+                _clear_leftovers(ctx, xid, end, host)
+            elif exc.code != errno.EBUSY:  # EBUSY: an ifindex is taken; draw again
+                raise
+    raise DriverError(f"create veth {host}: no free interface index after {MAX_TRIES} tries")
+
+
+def _clear_leftovers(ctx: Context, xid: str, end: End, host: str) -> None:
+    """What an interrupted apply of this id left under the names (the node-side veth with
+    its af_packet, the pod end) goes; anybody else's interface refuses the request, before
+    anything is deleted."""
+    ipr_node = ctx.sockets.keep(ctx.node.fd())
+    with step(f"look up {host} in the node netns"):
+        stale = get_link(ipr_node, ifname=host)
+    if stale is not None and not stale.owned_as(tag(xid, f"{end.side}.host")):
+        raise DriverError(f"interface {host} in the node netns is not ours")
+    make_room(xid, (ctx.sockets.get(end.inode)[1], end))
+    if stale is not None:
+        with step(f"delete stale {host} in the node netns and its af_packet"):
+            delete_af_packet(ctx, host)
+            ignore_gone(lambda: ipr_node.link("del", index=stale.index))()
+
+
+def _create_af_packet(ctx: Context, host: str) -> int:
+    """VPP's af_packet on ``host``; its sw_if_index. One VPP already has on that name is an
+    earlier apply's of the same id and end (the name is made from both) whose veth is gone
+    (a worker killed before it was tagged): it is deleted and made again."""
+    try:
+        return int(ctx.vpp.call("af_packet_create_v3", **af_packet_args(host)).sw_if_index)
+    except VppRefused as exc:
+        if exc.retval != IF_ALREADY_EXISTS:
+            raise
+    log.debug("deleting the af_packet VPP still has on %s", host)
+    ctx.vpp.call("af_packet_delete", host_if_name=host)
+    return int(ctx.vpp.call("af_packet_create_v3", **af_packet_args(host)).sw_if_index)
 
 
 def _build_tap(ctx: Context, xid: str, end: End, mtu: int, undo: UndoStack) -> int:

@@ -63,3 +63,17 @@ def test_pyroute_after_a_full_import_changes_nothing() -> None:
         assert pyroute.iproute_class() is full
         """
     )
+
+
+def test_pyroute_no_driver_imports_the_whole_package() -> None:
+    """Importing either driver (as a worker does) leaves pyroute2's families out: a driver
+    module importing from pyroute2 before drivers.linux.pyroute would run its __init__."""
+    for module in ("nsm_forwarder.drivers.kernel.driver", "nsm_forwarder.drivers.vpp.driver"):
+        run(
+            f"""
+            import sys
+            import {module}
+            for name in ("pyroute2.ndb.main", "pyroute2.ipdb", "pyroute2.nftables"):
+                assert name not in sys.modules, name
+            """
+        )

@@ -41,10 +41,12 @@ VPP_OFFER = Offer(driver="vpp", local=(MEMIF, KERNEL_INTERFACE), remote=(VXLAN,)
 
 @dataclass
 class VppHost:
-    """One VPP (fake or real) serving ``runtime/api.sock`` inside node namespace ``netns``."""
+    """One VPP (fake or real) serving ``runtime/api.sock`` inside node namespace ``netns``: a
+    real one when ``run`` (default ``$NSM_TEST_VPP_RUN``) names a command, else the fake."""
 
     netns: str
     runtime: str
+    run: str = field(default_factory=lambda: os.environ.get(RUN_ENV, ""))
     fake: FakeVPP | None = None
     proc: subprocess.Popen[bytes] | None = None
     api_dir: str = field(default_factory=lambda: str(default_api_dir()))
@@ -58,7 +60,7 @@ class VppHost:
         return os.path.join(self.runtime, "stats.sock")
 
     def start(self) -> None:
-        if not REAL:
+        if not self.run:
             self.fake = FakeVPP(
                 api_socket=self.api_socket,
                 stats_socket=self.stats_socket,
@@ -66,7 +68,7 @@ class VppHost:
                 api_dir=self.api_dir,
             ).start()
             return
-        command = [*shlex.split(os.environ[RUN_ENV]), self.runtime, self.netns]
+        command = [*shlex.split(self.run), self.runtime, self.netns]
         log = open(os.path.join(self.runtime, "vpp.out"), "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True

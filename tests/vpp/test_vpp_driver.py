@@ -4,8 +4,12 @@ step or a dropped connection, observe/sweep from VPP's own tables, a VPP restart
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
+import socket
 import stat
+import struct
 import tempfile
 from collections.abc import Iterator
 from typing import Any
@@ -16,12 +20,14 @@ from nsm_forwarder.drivers import base
 from nsm_forwarder.drivers.errors import ForwarderError, InvalidRequest
 from nsm_forwarder.drivers.plan import Offer, plan_from_xcon
 from nsm_forwarder.drivers.vpp import driver as vdriver
+from nsm_forwarder.drivers.vpp.api import af_packet_args
 from nsm_forwarder.drivers.vpp.ends import host_name
-from tests.helpers import Pod, Pods, local_xcon, remote_pair
+from tests.helpers import Pod, Pods, local_xcon, netns_executor, remote_pair, sh
 from tests.vpp.conftest import REAL, VPP_OFFER, VppBed, fake_only
 from tests.vpp.xcons import memif_xcon
 
 pytestmark = pytest.mark.timeout(120)
+SIOCETHTOOL, ETHTOOL_GTXCSUM, ETHTOOL_GRXCSUM = 0x8946, 0x16, 0x14
 
 
 @pytest.fixture
@@ -397,3 +403,151 @@ def test_vpp_absent_is_one_clear_line(vpp_bed: VppBed) -> None:
         ForwarderError, match=r"cannot connect to VPP at /tmp/nsm-no-vpp/api.sock: no such socket"
     ):
         drv.init(config)
+
+
+def offloads(netns_name: str, ifname: str) -> tuple[bool, bool]:
+    """(tx, rx) checksum offload of ``ifname`` in namespace ``netns_name`` (SIOCETHTOOL)."""
+
+    def read() -> tuple[bool, bool]:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return tuple(  # type: ignore[return-value]
+                _ethtool_get(sock.fileno(), ifname, cmd)
+                for cmd in (ETHTOOL_GTXCSUM, ETHTOOL_GRXCSUM)
+            )
+
+    with netns_executor(netns_name) as thread:
+        return thread.submit(read).result(10)
+
+
+def _ethtool_get(sock_fd: int, ifname: str, cmd: int) -> bool:
+    data = ctypes.create_string_buffer(struct.pack("II", cmd, 0))
+    fcntl.ioctl(sock_fd, SIOCETHTOOL, struct.pack("16sP", ifname.encode(), ctypes.addressof(data)))
+    return bool(struct.unpack_from("II", data.raw)[1])
+
+
+def test_kernel_ends_have_checksum_offload_off(vpp_bed: VppBed, pods: Pods, base_dir: str) -> None:
+    """Both veth ends of an af_packet end leave nothing to "hardware": VPP's af_packet would
+    read packets whose checksums nobody filled in."""
+    drv = vpp_bed.driver()
+    a, b = pods.make(), pods.make()
+    applied = drv.call(
+        "apply", plan_from_xcon(local_xcon("ck", a, b), mtu=1500, offer=offer(base_dir))
+    )
+    node = vpp_bed.underlay.a
+    assert offloads(node, host_name("ck", "src")) == (False, False)
+    assert offloads(node, host_name("ck", "dst")) == (False, False)
+    assert offloads(a.name, "nsm0") == (False, False)
+    assert offloads(b.name, "nsm0") == (False, False)
+    a.ip("link", "add", "plain0", "type", "veth", "peer", "name", "plain1")
+    assert offloads(a.name, "plain0") == (True, True)  # what a veth has otherwise
+    a.ip("link", "del", "plain0")
+    drv.call("remove", applied)
+    assert_clean(vpp_bed, a, b)
+
+
+def test_foreign_interface_with_the_pods_name_is_refused(
+    vpp_bed: VppBed, pods: Pods, base_dir: str
+) -> None:
+    """Someone else's nsm0 in the pod: ALREADY_EXISTS, left alone, nothing of ours made."""
+    drv = vpp_bed.driver()
+    a, b = pods.make(), pods.make()
+    b.ip("link", "add", "nsm0", "type", "veth", "peer", "name", "other0")
+    plan = plan_from_xcon(local_xcon("fo", a, b), mtu=1500, offer=offer(base_dir))
+    with pytest.raises(ForwarderError, match="nsm0 already exists") as err:
+        drv.call("apply", plan)
+    assert err.value.code == "ALREADY_EXISTS"
+    assert sorted(b.links()) == ["nsm0", "other0"]
+    assert tags(vpp_bed) == {} and a.links() == []
+    assert [n for n in vpp_bed.node_links() if n.startswith("nsv")] == []
+
+
+def test_foreign_interface_with_the_host_name_is_refused(
+    vpp_bed: VppBed, pods: Pods, base_dir: str
+) -> None:
+    """An interface of someone else's under the node-side name: refused, left alone."""
+    drv = vpp_bed.driver()
+    a, b = pods.make(), pods.make()
+    host = host_name("fh", "dst")
+    sh(
+        "ip",
+        "-n",
+        vpp_bed.underlay.a,
+        "link",
+        "add",
+        host,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nsvpeer0",
+    )
+    plan = plan_from_xcon(local_xcon("fh", a, b), mtu=1500, offer=offer(base_dir))
+    with pytest.raises(ForwarderError, match=f"{host} in the node netns is not ours"):
+        drv.call("apply", plan)
+    assert [n for n in vpp_bed.node_links() if n.startswith("nsv")] == sorted([host, "nsvpeer0"])
+    assert tags(vpp_bed) == {} and a.links() == [] and b.links() == []
+
+
+@pytest.mark.parametrize("vpp_half", ["kept", "deleted"])
+def test_leftovers_of_the_same_id_are_replaced(
+    vpp_bed: VppBed, pods: Pods, base_dir: str, vpp_half: str
+) -> None:
+    """What an earlier apply of this id left (its veths, with or without their af_packets in
+    VPP) is taken down and built again; one clean cross-connect results."""
+    drv = vpp_bed.driver()
+    a, b = pods.make(), pods.make()
+    plan = plan_from_xcon(local_xcon("lo", a, b), mtu=1500, offer=offer(base_dir))
+    drv.call("apply", plan)
+    if vpp_half == "deleted":
+        with vpp_bed.vpp.client() as c:
+            for side in ("src", "dst"):
+                assert c.api.af_packet_delete(host_if_name=host_name("lo", side)).retval == 0
+    applied = drv.call("apply", plan)
+    found = tags(vpp_bed)
+    assert set(found) == {base.tag("lo", "src.afp"), base.tag("lo", "dst.afp")}
+    i, j = (int(found[base.tag("lo", s)].sw_if_index) for s in ("src.afp", "dst.afp"))
+    xc = vpp_bed.vpp.xconnects()
+    assert xc[i] == j and xc[j] == i
+    assert a.links() == ["nsm0"] and b.links() == ["nsm0"]
+    assert sorted(n for n in vpp_bed.node_links() if n.startswith("nsv")) == sorted(
+        host_name("lo", s) for s in ("src", "dst")
+    )
+    if REAL:
+        assert a.ping("10.30.1.2", count=2)
+    drv.call("remove", applied)
+    assert_clean(vpp_bed, a, b)
+
+
+def test_untagged_af_packet_left_by_an_interrupted_apply_is_replaced(
+    vpp_bed: VppBed, pods: Pods, base_dir: str
+) -> None:
+    """A worker killed between VPP's af_packet create and its tag left an untagged af_packet
+    (no Linux side any more): its host name is this id's own, so it is deleted and made
+    again, not refused as IF_ALREADY_EXISTS for ever."""
+    drv = vpp_bed.driver()
+    a, b = pods.make(), pods.make()
+    host = host_name("ut", "src")
+    sh(
+        "ip",
+        "-n",
+        vpp_bed.underlay.a,
+        "link",
+        "add",
+        host,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "nsvpeer0",
+    )
+    with vpp_bed.vpp.client() as c:
+        made = c.api.af_packet_create_v3(**af_packet_args(host))
+        assert made.retval == 0
+    sh("ip", "-n", vpp_bed.underlay.a, "link", "del", host)
+    plan = plan_from_xcon(local_xcon("ut", a, b), mtu=1500, offer=offer(base_dir))
+    applied = drv.call("apply", plan)
+    assert set(tags(vpp_bed)) == {base.tag("ut", "src.afp"), base.tag("ut", "dst.afp")}
+    drv.call("remove", applied)
+    assert_clean(vpp_bed, a, b)
+    with vpp_bed.vpp.client() as c:
+        assert list(c.api.af_packet_dump()) == []
