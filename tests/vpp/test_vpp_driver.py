@@ -461,6 +461,11 @@ def test_foreign_interface_with_the_pods_name_is_refused(
     assert [n for n in vpp_bed.node_links() if n.startswith("nsv")] == []
 
 
+def node_veth(bed: VppBed, name: str) -> None:
+    """A veth pair ``name`` / nsvpeer0 in the node namespace, made by someone else."""
+    sh("ip", "-n", bed.underlay.a, "link", "add", name, "type", "veth", "peer", "name", "nsvpeer0")
+
+
 def test_foreign_interface_with_the_host_name_is_refused(
     vpp_bed: VppBed, pods: Pods, base_dir: str
 ) -> None:
@@ -468,19 +473,7 @@ def test_foreign_interface_with_the_host_name_is_refused(
     drv = vpp_bed.driver()
     a, b = pods.make(), pods.make()
     host = host_name("fh", "dst")
-    sh(
-        "ip",
-        "-n",
-        vpp_bed.underlay.a,
-        "link",
-        "add",
-        host,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "nsvpeer0",
-    )
+    node_veth(vpp_bed, host)
     plan = plan_from_xcon(local_xcon("fh", a, b), mtu=1500, offer=offer(base_dir))
     with pytest.raises(ForwarderError, match=f"{host} in the node netns is not ours"):
         drv.call("apply", plan)
@@ -527,19 +520,7 @@ def test_untagged_af_packet_left_by_an_interrupted_apply_is_replaced(
     drv = vpp_bed.driver()
     a, b = pods.make(), pods.make()
     host = host_name("ut", "src")
-    sh(
-        "ip",
-        "-n",
-        vpp_bed.underlay.a,
-        "link",
-        "add",
-        host,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "nsvpeer0",
-    )
+    node_veth(vpp_bed, host)
     with vpp_bed.vpp.client() as c:
         made = c.api.af_packet_create_v3(**af_packet_args(host))
         assert made.retval == 0
