@@ -20,8 +20,8 @@ Guarantees: one message at a time, in arrival order, for its id (different ids r
           rolled back instead of committed (a new id: removed, no row; an update: the previous
           cross-connect put back), so a caller that saw DEADLINE_EXCEEDED finds nothing changed.
 Threads:  a loop actor (loop_actor.py): runs on the main process's asyncio loop; awaits worker
-          calls (the other ids' actors run meanwhile); its Store writes are short synchronous
-          SQLite transactions on the loop.
+          calls (the other ids' actors run meanwhile); its Store writes are single journal
+          records (one write each) on the loop.
 Failure:  errors go back to the asker as ForwarderError (mapped to gRPC statuses by the
           Frontend); the actor keeps its last consistent state and goes on.
 Owns:     the applied record, plan and cross-connect bytes of its id; nothing else.
@@ -347,13 +347,18 @@ class ConnectionActor(LoopActor):
 
     async def _call(self, method: str, arg: Any) -> Any:
         """A worker call retried once when the worker was lost."""
+        return await self._retried(method, lambda: self._pool.acall(method, arg))
+
+    async def _retried(self, what: str, work: Callable[[], Any]) -> Any:
+        """``work()`` holding the fence, and once more if it failed retriably (the worker was
+        lost)."""
         try:
-            return await self._once(method, arg)
+            return await self.guard.fenced(what, work)
         except ForwarderError as exc:
             if not exc.retriable:
                 raise
-            log.warning("%s id=%s: %s; retrying once", method, self.xcon_id, exc)
-            return await self._once(method, arg)
+            log.warning("%s id=%s: %s; retrying once", what, self.xcon_id, exc)
+            return await self.guard.fenced(what, work)
 
     # --- Close --------------------------------------------------------------------------------
 
@@ -388,14 +393,8 @@ class ConnectionActor(LoopActor):
         remover = self.remover
         if remover is None:
             await self._call("remove", applied)
-            return
-        try:
-            await self.guard.fenced("remove", lambda: remover.remove(applied))
-        except ForwarderError as exc:
-            if not exc.retriable:
-                raise
-            log.warning("close id=%s: %s; retrying once", self.xcon_id, exc)
-            await self.guard.fenced("remove", lambda: remover.remove(applied))
+        else:
+            await self._retried("remove", lambda: remover.remove(applied))
 
     async def _sweep(self, data: bytes) -> None:
         """Close of an id we do not hold: remove tagged leftovers the request names, if any."""

@@ -2,8 +2,8 @@
 
 Accepts:  :func:`limit_arenas`, called once at start, before the process starts its threads.
 Guarantees: glibc gives each thread that contends for malloc an arena of its own, up to 8 per
-          core; the main process runs 40-50 threads under load (ConnectionActor dispatcher, gRPC,
-          the asyncio executor), and each arena keeps the memory its thread once used. Two
+          core; the main process runs a dozen threads and more under load (gRPC's, the Monitor's,
+          the asyncio executor's), and each arena keeps the memory its thread once used. Two
           arenas (the number of cores the forwarder is sized for) keep ~1.5 MiB less after the
           benchmark's load. A ``MALLOC_ARENA_MAX`` in the environment wins (glibc read it at
           start); where there is no glibc ``mallopt`` (musl) nothing changes.

@@ -3,10 +3,11 @@
 Accepts:  ``call(method, *args, timeout)`` from any thread but the loop's (blocking), and
           ``acall(method, *args, timeout)`` on the asyncio loop (the ConnectionActors).
 Sends:    WorkerCall to the least busy live worker; waits for its WorkerReply.
-Guarantees: calls on one worker are answered in order; a worker that dies (crash, SIGKILL) is
-          replaced at once and every call it held fails with :class:`WorkerLost` (retriable,
-          UNAVAILABLE); a worker that does not answer within the timeout is killed and replaced
-          and the call fails with :class:`OperationTimeout` (DEADLINE_EXCEEDED).
+Guarantees: calls on one worker are answered in order (but for a call its driver finishes
+          later, e.g. a Close batch's group delete: see worker.py); a worker that dies (crash,
+          SIGKILL) is replaced at once and every call it held fails with :class:`WorkerLost`
+          (retriable, UNAVAILABLE); a worker that does not answer within the timeout is killed
+          and replaced and the call fails with :class:`OperationTimeout` (DEADLINE_EXCEEDED).
 Threads:  with a ``loop`` (a running forwarder) the loop reads every worker's replies (a reader
           callback per socket: no thread hop between a reply and the loop actor awaiting it);
           without one, a receive thread per worker does. Senders hold a per-worker lock.
