@@ -19,6 +19,10 @@ Guarantees: one message at a time, in arrival order, for its id (different ids r
           has passed is not started, and one whose deadline passes while it is being applied is
           rolled back instead of committed (a new id: removed, no row; an update: the previous
           cross-connect put back), so a caller that saw DEADLINE_EXCEEDED finds nothing changed.
+          A Close that fails with a retriable error (its worker was lost, maybe after the
+          kernel had begun removing) is finished by the actor itself (FinishClose, told to
+          itself with a growing pause), so no cross-connect stays reported whose interfaces
+          are gone; only past the last attempt is it left to the next Close or a restart.
 Threads:  a loop actor (loop_actor.py): runs on the main process's asyncio loop; awaits worker
           calls (the other ids' actors run meanwhile); its Store writes are single journal
           records (one write each) on the loop.
@@ -44,6 +48,7 @@ from nsm_forwarder.actors.loop_actor import LoopActor, hang
 from nsm_forwarder.actors.messages import (
     ApplyXconn,
     CloseXconn,
+    FinishClose,
     MarkDown,
     Message,
     Rebuild,
@@ -53,7 +58,7 @@ from nsm_forwarder.actors.messages import (
     XconnUpdated,
 )
 from nsm_forwarder.actors.reconcile import Report, settle_pending
-from nsm_forwarder.actors.runtime import Link
+from nsm_forwarder.actors.runtime import Envelope, Link
 from nsm_forwarder.actors.store import Record, Store
 from nsm_forwarder.actors.workers import WorkerPool
 from nsm_forwarder.actors.xcons import with_down
@@ -74,6 +79,11 @@ def planner(mtu: int, egress_mtu: int, offer: Offer = KERNEL_OFFER) -> Planner:
     """The Planner of a forwarder: local veths get ``mtu``; tunnels the egress MTU minus their
     encapsulation overhead; only the mechanisms of ``offer`` (the driver's) are accepted."""
     return functools.partial(plan_from_xcon, mtu=mtu, egress_mtu=egress_mtu, offer=offer)
+
+
+#: tries to finish a Close that failed retriably, and the pause before the first (doubling)
+FINISH_CLOSE_ATTEMPTS = 6
+FINISH_CLOSE_PAUSE = 0.1
 
 
 def _passed(deadline: float) -> bool:
@@ -222,11 +232,18 @@ class ConnectionActor(LoopActor):
             apply = functools.partial(self._apply_xconn, deadline=message.deadline)
             return await self._timed("request", apply, message.xcon)
         if isinstance(message, CloseXconn):
-            return await self._timed("close", self._close_xconn, message.xcon)
+            try:
+                return await self._timed("close", self._close_xconn, message.xcon)
+            except ForwarderError as exc:
+                if exc.retriable and self.applied is not None and self.is_alive():
+                    self.tell(Envelope(FinishClose(attempt=1)))
+                raise
         if isinstance(message, MarkDown):
             return self._mark_down(message.sides)
         if isinstance(message, Rebuild):
             return await self._rebuild_all(message.why)
+        if isinstance(message, FinishClose):
+            return await self._finish_close(message.attempt)
         raise TypeError(f"ConnectionActor cannot handle {message.TAG}")
 
     async def _timed(self, what: str, fn: Any, data: bytes) -> Any:
@@ -395,6 +412,28 @@ class ConnectionActor(LoopActor):
             await self._call("remove", applied)
         else:
             await self._retried("remove", lambda: remover.remove(applied))
+
+    async def _finish_close(self, attempt: int) -> None:
+        """FinishClose: after a pause, remove what is left of a Close that failed, and finish
+        it; try again later while it fails retriably (up to :data:`FINISH_CLOSE_ATTEMPTS`)."""
+        if self.applied is None:
+            return  # a later message finished it (or built over it)
+        await asyncio.sleep(FINISH_CLOSE_PAUSE * 2 ** (attempt - 1))
+        try:
+            await self._timed("close", self._close_xconn, self.xcon or b"")
+            log.info("id=%s: the failed Close is finished", self.xcon_id)
+        except ForwarderError as exc:
+            if not exc.retriable:
+                return  # the row stays pending: the next Close, or reconcile, finishes it
+            if attempt < FINISH_CLOSE_ATTEMPTS:
+                self.tell(Envelope(FinishClose(attempt=attempt + 1)))
+            else:
+                log.warning(
+                    "id=%s: the failed Close could not be finished after %d attempts; it is "
+                    "left to the next Close or the next start",
+                    self.xcon_id,
+                    attempt,
+                )
 
     async def _sweep(self, data: bytes) -> None:
         """Close of an id we do not hold: remove tagged leftovers the request names, if any."""

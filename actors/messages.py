@@ -83,6 +83,17 @@ class Rebuild(Message):
     why: str
 
 
+@dataclasses.dataclass(frozen=True)
+class FinishClose(Message):
+    """From a ConnectionActor to itself: a Close of its id failed with a retriable error (its
+    worker was lost), when the removal may already have begun: remove what is left and finish
+    that Close (row deleted, DELETE event). Told again, ``attempt`` + 1, while it keeps failing
+    retriably, up to a bound; no reply."""
+
+    TAG: ClassVar[str] = "finishclose"
+    attempt: int
+
+
 # --- ConnectionActor -> Monitor ----------------------------------------------------------------
 
 
@@ -176,6 +187,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         XconnClosed,
         MarkDown,
         Rebuild,
+        FinishClose,
         XconnUpdated,
         XconnDeleted,
         MetricsCollected,

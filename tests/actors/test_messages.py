@@ -15,6 +15,7 @@ SAMPLES: list[m.Message] = [
     m.XconnClosed(id="x", known=True),
     m.MarkDown(sides=["source"]),
     m.Rebuild(why="a data-plane restart"),
+    m.FinishClose(attempt=2),
     m.XconnUpdated(xcon=b"abc"),
     m.XconnDeleted(xcon=b"abc"),
     m.MetricsCollected(metrics={"SRC-x": {"rx_bytes": "10"}}),

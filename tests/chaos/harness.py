@@ -151,7 +151,8 @@ class Chaos:
 
     def store_ids(self) -> set[str]:
         """Ids with an applied record (a row may also carry a pending operation: a Close that
-        failed stays pending until the next Close, or is finished by reconcile)."""
+        failed stays pending until its actor finishes it (after a retriable failure), the next
+        Close, or reconcile)."""
         state = os.path.join(self.node.workdir, "forwarder-state", self.node.forwarder.name)
         return {r.id for r in read_records(state) if r.applied is not None}
 
