@@ -67,7 +67,7 @@ def test_kernel_tunnel_pings_keeps_its_socket_on_the_node_and_goes_away(
     peer_key = pair.outgoing.destination.mechanism.parameters["dst_public_key"]
     endpoint_text = f"[{u.b_ip}]:51831" if v6 else f"{u.b_ip}:51831"
     assert wg_show(client, "endpoints") == f"{peer_key}\t{endpoint_text}"
-    assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
+    assert client.ping_over_tunnel("10.60.1.2") and endpoint.ping("10.60.1.1")
     # the device lives in the pod, its UDP socket in the node namespace, no process anywhere
     assert a.node_links() == NODE_LINKS and b.node_links() == NODE_LINKS
     assert 51830 in udp_ports(u.a) and 51830 not in udp_ports(client.name)
@@ -88,7 +88,7 @@ def test_kernel_and_userspace_ends_talk_to_each_other(bed: Bed, two_pods: tuple[
     inc = b.call("apply", plan_from_xcon(pair.incoming, mtu=1))
     assert (out["backend"], inc["backend"]) == ("kernel", "userspace")
     assert no_daemons(a) and not no_daemons(b)
-    assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
+    assert client.ping_over_tunnel("10.60.1.2") and endpoint.ping("10.60.1.1")
     a.call("remove", out)
     b.call("remove", inc)
     assert_clean(a, client)

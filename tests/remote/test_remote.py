@@ -80,7 +80,7 @@ def test_remote_vxlan_pings_and_close_leaves_nothing(two_nodes: TwoNodes) -> Non
     assert "10.60.1.1/30" in client.ip("addr", "show", "nsm0")
     assert "10.60.1.2/30" in endpoint.ip("addr", "show", "nsm0")
     assert bed.node_links("a") == NODE_LINKS  # the device is in the pod, its socket here
-    assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
+    assert client.ping_over_tunnel("10.60.1.2") and endpoint.ping("10.60.1.1")
     close(bed.a, pair.outgoing)
     close(bed.b, pair.incoming)
     assert_nothing_left(bed, client, endpoint)
@@ -109,7 +109,7 @@ def test_remote_wireguard_pings_close_stops_daemons_and_keys_stay_secret(
     assert "mtu 1440 " in client.ip("link", "show", "nsm0")
     assert "10.77.0.0/16 via 10.60.1.2 dev nsm0" in client.ip("route", "show")
     assert "10.88.0.0/16 via 10.60.1.1 dev nsm0" in endpoint.ip("route", "show")
-    assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
+    assert client.ping_over_tunnel("10.60.1.2") and endpoint.ping("10.60.1.1")
     daemons = bed.daemons()
     assert len(daemons) == 2  # one per node, both in the node namespaces
     assert all(os.path.exists(wireguard.socket_path(d)) for d in daemons.values())
@@ -146,20 +146,20 @@ def test_remote_update_to_a_new_vni(two_nodes: TwoNodes) -> None:
     first = remote_pair("upd", client, endpoint, bed.a_ip, bed.b_ip, vni=3)
     request(bed.a, first.outgoing)
     request(bed.b, first.incoming)
-    assert client.ping("10.60.1.2", 3)
+    assert client.ping_over_tunnel("10.60.1.2")
     second = remote_pair("upd", client, endpoint, bed.a_ip, bed.b_ip, vni=5)
     assert request(bed.a, second.outgoing) == second.outgoing  # same ids: an update
     assert request(bed.b, second.incoming) == second.incoming
     assert "vxlan id 5 " in client.ip("-d", "link", "show", "nsm0")
     assert "vxlan id 5 " in endpoint.ip("-d", "link", "show", "nsm0")
     assert client.links() == ["nsm0"] and endpoint.links() == ["nsm0"]
-    assert client.ping("10.60.1.2", 3)
+    assert client.ping_over_tunnel("10.60.1.2")
     # and over to WireGuard, same ids, same pods
     third = remote_pair("upd", client, endpoint, bed.a_ip, bed.b_ip, "WIREGUARD")
     request(bed.a, third.outgoing)
     request(bed.b, third.incoming)
     assert "vxlan" not in client.ip("-d", "link", "show", "nsm0")
-    assert client.ping("10.60.1.2", 3) and len(bed.daemons()) == 2
+    assert client.ping_over_tunnel("10.60.1.2") and len(bed.daemons()) == 2
     # and to new WireGuard keys and ports: each node's daemon is replaced, none is left over
     before = set(bed.daemons())
     fourth = remote_pair(
@@ -167,7 +167,7 @@ def test_remote_update_to_a_new_vni(two_nodes: TwoNodes) -> None:
     )
     request(bed.a, fourth.outgoing)
     request(bed.b, fourth.incoming)
-    assert client.ping("10.60.1.2", 3)
+    assert client.ping_over_tunnel("10.60.1.2")
     assert len(bed.daemons()) == 2 and not set(bed.daemons()) & before
     close(bed.a, fourth.outgoing)
     close(bed.b, fourth.incoming)
@@ -184,7 +184,7 @@ def test_remote_and_local_cross_connects_at_once(two_nodes: TwoNodes) -> None:
     request(bed.a, pair.outgoing)
     request(bed.a, local)
     request(bed.b, pair.incoming)
-    assert client.ping("10.60.1.2", 3) and left.ping("10.61.1.2")
+    assert client.ping_over_tunnel("10.60.1.2") and left.ping("10.61.1.2")
     close(bed.a, local)
     assert client.ping("10.60.1.2")  # the remote one is untouched
     close(bed.a, pair.outgoing)
@@ -211,7 +211,7 @@ def test_remote_tunnel_survives_a_worker_kill(two_nodes: TwoNodes) -> None:
         "replacement workers",
     )
     assert bed.daemons() == daemons
-    assert client.ping("10.60.1.2", 3)
+    assert client.ping_over_tunnel("10.60.1.2")
     close(bed.a, pair.outgoing)
     close(bed.b, pair.incoming)
     assert_nothing_left(bed, client, endpoint)
@@ -228,11 +228,11 @@ def test_remote_tunnel_survives_a_forwarder_restart(two_nodes: TwoNodes) -> None
     request(bed.b, pair.incoming)
     daemons = bed.daemons()
     bed.a.forwarder.kill()
-    assert client.ping("10.60.1.2", 3) and bed.daemons() == daemons
+    assert client.ping_over_tunnel("10.60.1.2") and bed.daemons() == daemons
     bed.a.forwarder.start()
     bed.a.wait_registered()
     assert bed.daemons() == daemons and client.links() == ["nsm0"]
-    assert client.ping("10.60.1.2", 3)
+    assert client.ping_over_tunnel("10.60.1.2")
     close(bed.a, pair.outgoing)
     close(bed.b, pair.incoming)
     assert_nothing_left(bed, client, endpoint)
@@ -324,7 +324,7 @@ def test_remote_wireguard_through_the_kernel_module(
     assert request(bed.b, pair.incoming) == pair.incoming
     for pod in (client, endpoint):
         assert pod.links() == ["nsm0"] and " wireguard " in pod.ip("-d", "link", "show", "nsm0")
-    assert client.ping("10.60.1.2", 3) and endpoint.ping("10.60.1.1")
+    assert client.ping_over_tunnel("10.60.1.2") and endpoint.ping("10.60.1.1")
     assert bed.daemons() == {}
     close(bed.a, pair.outgoing)
     close(bed.b, pair.incoming)
