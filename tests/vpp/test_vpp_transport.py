@@ -16,21 +16,15 @@ import pytest
 from nsm_forwarder.drivers.vpp.api import VppApi, VppUnavailable
 from tests.vpp.peer import FakeVPP
 from tests.vpp.peer.apidefs import default_api_dir
-from tests.vpp.peer.testing import short_dir
+from tests.vpp.peer.testing import running_fake, short_dir
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 def fake() -> Iterator[FakeVPP]:
-    with short_dir() as path:
-        vpp = FakeVPP(api_socket=f"{path}/api.sock", stats_socket=f"{path}/stats.sock")
-        vpp.start()
-        try:
-            yield vpp
-        finally:
-            vpp.stop()
-        assert vpp.errors == []
+    with short_dir() as path, running_fake(path) as vpp:
+        yield vpp
 
 
 def test_calls_on_the_callers_thread(fake: FakeVPP) -> None:

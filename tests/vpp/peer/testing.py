@@ -16,6 +16,7 @@ from pyroute2 import IPRoute
 from vpp_papi import VPPApiClient
 
 from tests.vpp.peer.apidefs import default_api_dir
+from tests.vpp.peer.fake import FakeVPP
 from tests.vpp.peer.linux import in_netns, ns_path
 
 IS_ROOT = os.geteuid() == 0
@@ -35,6 +36,19 @@ def short_dir(prefix: str = "vpeer") -> Iterator[str]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_fake(directory: str) -> Iterator[FakeVPP]:
+    """A started fake with its API and stats sockets in ``directory``; stopped afterwards, when
+    it must have recorded no protocol error."""
+    fake = FakeVPP(api_socket=f"{directory}/api.sock", stats_socket=f"{directory}/stats.sock")
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+    assert fake.errors == []
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.vpp.peer import FakeVPP
-from tests.vpp.peer.testing import IS_ROOT, api_client, short_dir
+from tests.vpp.peer.testing import IS_ROOT, api_client, running_fake, short_dir
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (network namespaces)")
 ROOT = Path(__file__).resolve().parents[3]  # the repository
@@ -24,13 +24,8 @@ def workdir() -> Iterator[str]:
 
 @pytest.fixture
 def vpp(workdir: str) -> Iterator[FakeVPP]:
-    fake = FakeVPP(api_socket=f"{workdir}/api.sock", stats_socket=f"{workdir}/stats.sock")
-    fake.start()
-    try:
+    with running_fake(workdir) as fake:
         yield fake
-    finally:
-        fake.stop()
-    assert fake.errors == []
 
 
 @pytest.fixture
