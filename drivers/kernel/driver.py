@@ -142,7 +142,7 @@ class KernelDriver:
         in the kernel on a thread of their own, with sockets of their own, while this worker
         serves other calls; the future is done when they are."""
         local = [i for i, r in enumerate(records) if r.get("kind") == "local"]
-        others = [i for i in range(len(records)) if i not in set(local)]
+        others = [i for i, r in enumerate(records) if r.get("kind") != "local"]
         out: list[Any] = [None] * len(records)
         singles = remove_each(self.remove, [records[i] for i in others])
         for i, error in zip(others, singles, strict=True):

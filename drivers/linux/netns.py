@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import socket
 import stat
@@ -55,15 +56,11 @@ def enter(fd: int) -> None:
     _setns(fd, CLONE_NEWNET)
 
 
-_nsfs: list[int] = []
-
-
+@functools.cache
 def _nsfs_dev() -> int:
     """st_dev shared by every namespace file (nsfs); tells them apart from stray regular files
     (the same for as long as the kernel runs: read once)."""
-    if not _nsfs:
-        _nsfs.append(os.stat("/proc/self/ns/net").st_dev)
-    return _nsfs[0]
+    return os.stat("/proc/self/ns/net").st_dev
 
 
 def current_netns_inode() -> int:
@@ -89,17 +86,23 @@ def _candidate_paths() -> Iterator[str]:
         yield f"{PROC_DIR}/{pid}/ns/net"
 
 
+def _inode_at(path: str) -> int | None:
+    """The inode of the network namespace ``path`` leads to; None if it leads to none."""
+    try:
+        st = os.stat(path)
+    except OSError:  # process gone, zombie, permission, stale mount point
+        return None
+    if st.st_dev != _nsfs_dev() or stat.S_ISDIR(st.st_mode):
+        return None  # e.g. an empty file left by a failed `ip netns add`
+    return st.st_ino
+
+
 def _scan() -> Iterator[tuple[int, str]]:
     """(inode, path) of every network namespace path found (duplicates included)."""
-    dev = _nsfs_dev()
     for path in _candidate_paths():
-        try:
-            st = os.stat(path)
-        except OSError:  # process gone, zombie, permission, stale mount point
-            continue
-        if st.st_dev != dev or stat.S_ISDIR(st.st_mode):
-            continue  # e.g. an empty file left by a failed `ip netns add`
-        yield st.st_ino, path
+        inode = _inode_at(path)
+        if inode is not None:
+            yield inode, path
 
 
 def all_namespaces() -> dict[int, str]:
@@ -161,12 +164,8 @@ def reachable(inode: int) -> bool:
     cheap however many pods the node runs."""
     path = _last_path.get(inode)
     if path is not None:
-        try:
-            st = os.stat(path)
-            if st.st_ino == inode and st.st_dev == _nsfs_dev() and not stat.S_ISDIR(st.st_mode):
-                return True
-        except OSError:
-            pass
+        if _inode_at(path) == inode:
+            return True
         del _last_path[inode]
     for found, path in _scan():
         if found == inode:
